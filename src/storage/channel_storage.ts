@@ -1,0 +1,350 @@
+/**
+ * Every touch of the channel's storage goes through {@linkcode ChannelStorage}:
+ * spool files, atomic publish, index files, listing, serving reads and the
+ * cross-process lock. Today it is a local directory; an object-store backend
+ * (conditional writes instead of links and renames) can replace this module
+ * without touching the upload path.
+ *
+ * Paths given to it are channel-relative ("linux-64/foo-1.0-0.conda") and are
+ * checked by {@linkcode channelPath}; nothing outside the channel root, no
+ * dotfile and no symlink leading out of the channel is ever reached.
+ *
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+
+/** A regular file in the channel. */
+export interface ChannelEntry {
+  /** Basename. */
+  name: string;
+  /** Size in bytes. */
+  size: number;
+  /** Modification time in ms since the epoch. */
+  mtimeMs: number;
+}
+
+/** A spool file being written, private to one upload. */
+export interface SpoolFile {
+  /** Absolute path of the spool file. */
+  path: string;
+  /** The open file, for writing. */
+  file: Deno.FsFile;
+}
+
+/** A channel file opened for reading. */
+export interface OpenedFile {
+  /** The open file; the caller closes it (or hands it to a response stream). */
+  file: Deno.FsFile;
+  /** Its size and mtime. */
+  entry: ChannelEntry;
+}
+
+/** Options for {@linkcode ChannelStorage.publish}. */
+export interface PublishOptions {
+  /**
+   * Replace an existing file of the same name atomically instead of refusing.
+   * @default {false}
+   */
+  replace?: boolean;
+}
+
+/** Thrown by {@linkcode ChannelStorage.publish} when the name is taken. */
+export class PackageExistsError extends Error {
+  constructor(path: string) {
+    super(`Cannot publish ${path}: a file of that name already exists`);
+    this.name = "PackageExistsError";
+  }
+}
+
+/** Name of the private directory holding in-flight uploads. */
+export const SPOOL_DIR_NAME = ".upload-spool";
+/** Name of the cross-process lock file. */
+export const LOCK_FILE_NAME = ".artifact-upload-handler.lock";
+
+const SAFE_SEGMENT = /^[^./\\\0][^/\\\0]*$/;
+
+/**
+ * Splits a channel-relative path into checked segments, or returns undefined
+ * when it is not a plain path inside the channel: empty segments, `.`/`..`,
+ * dotfiles (spool, lock, temporary files), backslashes and NUL are refused.
+ */
+export function channelPath(relative: string): string[] | undefined {
+  if (relative.length === 0 || relative.length > 1024) return undefined;
+  const segments = relative.split("/");
+  for (const segment of segments) {
+    if (!SAFE_SEGMENT.test(segment)) return undefined;
+  }
+  return segments;
+}
+
+/** The channel's storage: a local directory. */
+export class ChannelStorage {
+  /** Absolute path of the channel root. */
+  readonly root: string;
+  #realRoot: string;
+
+  private constructor(root: string, realRoot: string) {
+    this.root = root;
+    this.#realRoot = realRoot;
+  }
+
+  /**
+   * Opens the channel at `root`, which must be an existing, writable
+   * directory, and creates the private spool directory in it.
+   */
+  static async open(root: string): Promise<ChannelStorage> {
+    const absolute = resolve(root);
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(absolute);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        throw new Error(`Cannot open channel: directory ${absolute} does not exist`);
+      }
+      throw new Error(`Cannot open channel: ${absolute}: ${describe(error)}`);
+    }
+    if (!info.isDirectory) {
+      throw new Error(`Cannot open channel: ${absolute} is not a directory`);
+    }
+    const storage = new ChannelStorage(absolute, await Deno.realPath(absolute));
+    try {
+      await Deno.mkdir(storage.#spoolDir, { recursive: true });
+      const probe = join(storage.#spoolDir, `.probe-${crypto.randomUUID()}`);
+      await Deno.writeFile(probe, new Uint8Array());
+      await Deno.remove(probe);
+    } catch (error) {
+      throw new Error(`Cannot open channel: ${absolute} is not writable: ${describe(error)}`);
+    }
+    return storage;
+  }
+
+  get #spoolDir(): string {
+    return join(this.root, SPOOL_DIR_NAME);
+  }
+
+  #absolute(segments: string[]): string {
+    return join(this.root, ...segments);
+  }
+
+  /** Creates a new, empty spool file for one upload. */
+  async createSpoolFile(): Promise<SpoolFile> {
+    const path = join(this.#spoolDir, `${Date.now()}-${crypto.randomUUID()}.part`);
+    const file = await Deno.open(path, { createNew: true, write: true, mode: 0o644 });
+    return { path, file };
+  }
+
+  /** Removes a spool file; a missing file is not an error. */
+  async discardSpoolFile(path: string): Promise<void> {
+    await Deno.remove(path).catch(() => {});
+  }
+
+  /** Removes spool files left behind (e.g. by a crash) and returns their names. */
+  async removeLeftoverSpoolFiles(): Promise<string[]> {
+    const removed: string[] = [];
+    for await (const entry of Deno.readDir(this.#spoolDir)) {
+      await Deno.remove(join(this.#spoolDir, entry.name), { recursive: true }).catch(() => {});
+      removed.push(entry.name);
+    }
+    return removed;
+  }
+
+  /**
+   * Moves a complete spool file to `subdir/filename` in one step. Without
+   * `replace` an existing file is never touched and {@linkcode PackageExistsError}
+   * is thrown; with it the old file is replaced atomically.
+   */
+  async publish(
+    spoolPath: string,
+    subdir: string,
+    filename: string,
+    options: PublishOptions = {},
+  ): Promise<void> {
+    const segments = checked(`${subdir}/${filename}`);
+    await Deno.mkdir(this.#absolute(segments.slice(0, 1)), { recursive: true });
+    const target = this.#absolute(segments);
+    if (options.replace) {
+      await Deno.rename(spoolPath, target);
+    } else {
+      try {
+        await Deno.link(spoolPath, target);
+      } catch (error) {
+        if (error instanceof Deno.errors.AlreadyExists) {
+          throw new PackageExistsError(`${subdir}/${filename}`);
+        }
+        throw error;
+      }
+      await Deno.remove(spoolPath);
+    }
+    await syncDirectory(this.#absolute(segments.slice(0, 1)));
+  }
+
+  /** Removes `subdir/filename`; returns false when it did not exist. */
+  async removePackage(subdir: string, filename: string): Promise<boolean> {
+    try {
+      await Deno.remove(this.#absolute(checked(`${subdir}/${filename}`)));
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return false;
+      throw error;
+    }
+  }
+
+  /** Names of the channel's top-level directories (candidate subdirs). */
+  async listDirectories(): Promise<string[]> {
+    const names: string[] = [];
+    for await (const entry of Deno.readDir(this.root)) {
+      if (entry.isDirectory && channelPath(entry.name)) names.push(entry.name);
+    }
+    return names.sort();
+  }
+
+  /** Regular files in `subdir` whose names end with one of `suffixes`. */
+  async listFiles(subdir: string, suffixes: readonly string[]): Promise<ChannelEntry[]> {
+    const directory = this.#absolute(checked(subdir));
+    const entries: ChannelEntry[] = [];
+    try {
+      for await (const entry of Deno.readDir(directory)) {
+        if (!entry.isFile || !channelPath(entry.name)) continue;
+        if (!suffixes.some((suffix) => entry.name.endsWith(suffix))) continue;
+        const info = await Deno.stat(join(directory, entry.name)).catch(() => undefined);
+        if (info?.isFile) entries.push(toEntry(entry.name, info));
+      }
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return [];
+      throw error;
+    }
+    return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+
+  /** Size and mtime of a channel file, or undefined when it is not a servable file. */
+  async stat(relative: string): Promise<ChannelEntry | undefined> {
+    const absolute = await this.#servablePath(relative);
+    if (!absolute) return undefined;
+    const info = await Deno.stat(absolute).catch(() => undefined);
+    return info?.isFile ? toEntry(basename(relative), info) : undefined;
+  }
+
+  /** Whether `relative` names a directory inside the channel. */
+  async isDirectory(relative: string): Promise<boolean> {
+    const absolute = await this.#servablePath(relative);
+    if (!absolute) return false;
+    const info = await Deno.stat(absolute).catch(() => undefined);
+    return info?.isDirectory ?? false;
+  }
+
+  /** Opens a channel file for reading, or returns undefined when it is not servable. */
+  async open(relative: string): Promise<OpenedFile | undefined> {
+    const absolute = await this.#servablePath(relative);
+    if (!absolute) return undefined;
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(absolute, { read: true });
+    } catch {
+      return undefined;
+    }
+    const info = await file.stat();
+    if (!info.isFile) {
+      file.close();
+      return undefined;
+    }
+    return { file, entry: toEntry(basename(relative), info) };
+  }
+
+  /** Reads a whole (small) channel file, or returns undefined when it does not exist. */
+  async readFile(relative: string): Promise<Uint8Array | undefined> {
+    try {
+      return await Deno.readFile(this.#absolute(checked(relative)));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Writes a channel file so that readers see the old or the new content,
+   * never a mix: written beside under a dot-name, synced, then renamed.
+   */
+  async writeFileAtomic(relative: string, data: Uint8Array | string): Promise<void> {
+    const segments = checked(relative);
+    const target = this.#absolute(segments);
+    const directory = this.#absolute(segments.slice(0, -1));
+    await Deno.mkdir(directory, { recursive: true });
+    const temporary = join(directory, `.${segments.at(-1)}.${crypto.randomUUID()}.tmp`);
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    try {
+      using file = await Deno.open(temporary, { createNew: true, write: true, mode: 0o644 });
+      let written = 0;
+      while (written < bytes.length) written += await file.write(bytes.subarray(written));
+      await file.syncData();
+    } catch (error) {
+      await Deno.remove(temporary).catch(() => {});
+      throw error;
+    }
+    await Deno.rename(temporary, target);
+  }
+
+  /** The local filesystem path of a channel-relative path (for `conda index`). */
+  localPath(relative = ""): string {
+    return relative === "" ? this.root : this.#absolute(checked(relative));
+  }
+
+  /**
+   * Runs `task` holding the channel's exclusive cross-process lock, so that
+   * two servers (or a server and the `index` command) never interleave index
+   * writes. Waits for the lock.
+   */
+  async withLock<T>(task: () => Promise<T>): Promise<T> {
+    using file = await Deno.open(join(this.root, LOCK_FILE_NAME), {
+      create: true,
+      write: true,
+      mode: 0o644,
+    });
+    await file.lock(true);
+    try {
+      return await task();
+    } finally {
+      await file.unlock().catch(() => {});
+    }
+  }
+
+  async #servablePath(relative: string): Promise<string | undefined> {
+    const segments = channelPath(relative);
+    if (!segments) return undefined;
+    const absolute = this.#absolute(segments);
+    let real: string;
+    try {
+      real = await Deno.realPath(absolute);
+    } catch {
+      return undefined;
+    }
+    return real.startsWith(this.#realRoot + "/") ? real : undefined;
+  }
+}
+
+function checked(relative: string): string[] {
+  const segments = channelPath(relative);
+  if (!segments) throw new TypeError(`Cannot use channel path: ${JSON.stringify(relative)}`);
+  return segments;
+}
+
+function basename(relative: string): string {
+  return relative.slice(relative.lastIndexOf("/") + 1);
+}
+
+function toEntry(name: string, info: Deno.FileInfo): ChannelEntry {
+  return { name, size: info.size, mtimeMs: info.mtime?.getTime() ?? 0 };
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  try {
+    using directory = await Deno.open(path, { read: true });
+    await directory.syncData();
+  } catch {
+    // Not every platform can sync a directory; the rename is still atomic.
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
