@@ -1,0 +1,141 @@
+/**
+ * Inspects an uploaded conda package on local disk: reads its `info/`
+ * metadata and checks it against the filename, without reading the payload.
+ *
+ * @module
+ */
+
+import { HttpError, unprocessable } from "../http/http_error.ts";
+import { STATUS } from "../http/status.ts";
+import type { InspectOptions } from "./info_collector.ts";
+import { readCondaInfo } from "./inspect_conda.ts";
+import { readTarBz2Info } from "./inspect_tar_bz2.ts";
+import { parsePackageFilename } from "./package_filename.ts";
+import type { JsonObject, PackageFormat, PackageMetadata } from "./package_metadata.ts";
+import { KNOWN_SUBDIRS } from "./platforms.ts";
+
+export type { InspectOptions } from "./info_collector.ts";
+
+const MAGIC: Record<PackageFormat, { bytes: number[]; what: string }> = {
+  ".tar.bz2": { bytes: [0x42, 0x5a, 0x68], what: "bzip2" }, // "BZh"
+  ".conda": { bytes: [0x50, 0x4b, 0x03, 0x04], what: "zip" }, // "PK\x03\x04"
+};
+
+async function _checkMagic(path: string, format: PackageFormat): Promise<void> {
+  const { bytes, what } = MAGIC[format];
+  const head = new Uint8Array(bytes.length);
+  let filled = 0;
+  try {
+    using file = await Deno.open(path, { read: true });
+    while (filled < head.length) {
+      const n = await file.read(head.subarray(filled));
+      if (n === null || n === 0) break;
+      filled += n;
+    }
+  } catch (error) {
+    throw new HttpError(
+      STATUS.InternalServerError,
+      "Cannot read package: spool file is unreadable",
+      {
+        cause: error,
+      },
+    );
+  }
+  if (filled < head.length || bytes.some((byte, i) => head[i] !== byte)) {
+    throw unprocessable(`Cannot read package: not a ${what} file`);
+  }
+}
+
+function _parseObject(data: Uint8Array | undefined): JsonObject | undefined {
+  if (data === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data));
+  } catch {
+    return undefined;
+  }
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? value as JsonObject
+    : undefined;
+}
+
+function _quote(value: string): string {
+  const short = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+  return JSON.stringify(short);
+}
+
+function _field(index: JsonObject, key: string): string {
+  const value = index[key];
+  if (typeof value !== "string" || value.length === 0) {
+    throw unprocessable(`Cannot accept package: info/index.json has no valid "${key}"`);
+  }
+  return value;
+}
+
+function _checkStem(stem: string, name: string, version: string, build: string): void {
+  if (stem === `${name}-${version}-${build}`) return;
+  let which: string;
+  let value: string;
+  if (!stem.startsWith(`${name}-`)) [which, value] = ["name", name];
+  else if (!stem.slice(name.length + 1).startsWith(`${version}-`)) {
+    [which, value] = ["version", version];
+  } else [which, value] = ["build", build];
+  throw unprocessable(
+    `Cannot accept package: info/index.json ${which} ${_quote(value)} does not match filename ${
+      _quote(stem)
+    }`,
+  );
+}
+
+/**
+ * Reads and validates the package at `path` (a complete file on local disk)
+ * uploaded as `filename`. Every failure is an `HttpError` with a one-line
+ * reason: 400/415 for a bad filename, 422 for an unreadable, corrupt,
+ * oversized or inconsistent package.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const metadata = await inspectPackage("/spool/upload-1", "foo-1.0-0.conda");
+ * console.log(metadata.subdir); // "linux-64"
+ * ```
+ */
+export async function inspectPackage(
+  path: string,
+  filename: string,
+  options: InspectOptions = {},
+): Promise<PackageMetadata> {
+  const { stem, format } = parsePackageFilename(filename);
+  await _checkMagic(path, format);
+  const files = format === ".conda"
+    ? await readCondaInfo(path, stem, options)
+    : await readTarBz2Info(path, options);
+  const indexBytes = files.get("info/index.json");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(indexBytes));
+  } catch {
+    throw unprocessable("Cannot accept package: info/index.json is not valid JSON");
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw unprocessable("Cannot accept package: info/index.json is not a JSON object");
+  }
+  const index = parsed as JsonObject;
+  const name = _field(index, "name");
+  const version = _field(index, "version");
+  const build = _field(index, "build");
+  _checkStem(stem, name, version, build);
+  const subdir = index.subdir;
+  if (typeof subdir !== "string" || !KNOWN_SUBDIRS.has(subdir)) {
+    throw unprocessable(
+      `Cannot accept package: unknown subdir ${
+        _quote(typeof subdir === "string" ? subdir : String(subdir))
+      }`,
+    );
+  }
+  const metadata: PackageMetadata = { format, name, version, build, subdir, index };
+  const about = _parseObject(files.get("info/about.json"));
+  if (about) metadata.about = about;
+  const runExports = _parseObject(files.get("info/run_exports.json"));
+  if (runExports) metadata.runExports = runExports;
+  return metadata;
+}

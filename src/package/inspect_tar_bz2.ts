@@ -1,0 +1,217 @@
+/**
+ * Reads the `info/` files of a `.tar.bz2` conda package: decompresses the
+ * bzip2 stream block by block and stops as soon as the info section is read,
+ * so a package with `info/` first costs one bzip2 block whatever its size.
+ *
+ * @module
+ */
+
+import Bunzip from "seek-bzip";
+import { HttpError, unprocessable } from "../http/http_error.ts";
+import { STATUS } from "../http/status.ts";
+import { DEFAULT_MAX_SCANNED_BYTES, InfoCollector, type InspectOptions } from "./info_collector.ts";
+import { TarReader } from "./tar_reader.ts";
+
+/** The parts of seek-bzip's decoder used here (the package ships no types). */
+interface _Bunzip {
+  _init_block(): boolean;
+  _read_bunzip(): number;
+  _start_bunzip(input: _FileSource, output: _Sink): void;
+  reader: { read(bits: number): number };
+  streamCRC: number;
+}
+const BunzipDecoder = Bunzip as unknown as new (input: _FileSource, output: _Sink) => _Bunzip;
+
+const READ_CHUNK = 1024 * 1024;
+/** Input kept buffered before each block: more than any bzip2 block's compressed size. */
+const PREFETCH = 3 * 1024 * 1024;
+const OUTPUT_CHUNK = 64 * 1024;
+
+/** Thrown by the byte source when the file ends in the middle of a bzip2 stream. */
+class _Truncated extends Error {}
+/** Thrown when the spool file itself cannot be read (a server fault). */
+class _SpoolError extends Error {}
+
+/** Byte-at-a-time input for the decoder, buffered from the file. */
+class _FileSource {
+  #file: Deno.FsFile;
+  #buffer: Uint8Array;
+  #pos = 0;
+  #end = 0;
+  #eof = false;
+
+  constructor(file: Deno.FsFile, fileSize: number) {
+    this.#file = file;
+    // a small file needs no more than its own size (plus one byte to see its end)
+    this.#buffer = new Uint8Array(Math.min(PREFETCH + READ_CHUNK, fileSize + 1));
+  }
+
+  #compact(): void {
+    if (this.#pos === 0) return;
+    this.#buffer.copyWithin(0, this.#pos, this.#end);
+    this.#end -= this.#pos;
+    this.#pos = 0;
+  }
+
+  /** Reads ahead asynchronously so that the next block decodes from memory. */
+  async prefetch(): Promise<void> {
+    if (this.#eof || this.#end - this.#pos >= PREFETCH) return;
+    this.#compact();
+    while (!this.#eof && this.#end < Math.min(PREFETCH, this.#buffer.length)) {
+      let n: number | null;
+      try {
+        n = await this.#file.read(this.#buffer.subarray(this.#end));
+      } catch (error) {
+        throw new _SpoolError("read failed", { cause: error });
+      }
+      if (n === null || n === 0) this.#eof = true;
+      else this.#end += n;
+    }
+  }
+
+  #refillSync(): boolean {
+    if (this.#eof) return false;
+    this.#compact();
+    let n: number | null;
+    try {
+      n = this.#file.readSync(this.#buffer.subarray(this.#end));
+    } catch (error) {
+      throw new _SpoolError("read failed", { cause: error });
+    }
+    if (n === null || n === 0) {
+      this.#eof = true;
+      return false;
+    }
+    this.#end += n;
+    return true;
+  }
+
+  /** The next byte; throws {@linkcode _Truncated} at the end of the file. */
+  readByte(): number {
+    if (this.#pos >= this.#end && !this.#refillSync()) throw new _Truncated();
+    return this.#buffer[this.#pos++]!;
+  }
+
+  /** Stream interface used by the decoder for the 4-byte stream magic. */
+  read(target: Uint8Array, offset: number, length: number): number {
+    let n = 0;
+    while (n < length) {
+      if (this.#pos >= this.#end && !this.#refillSync()) break;
+      target[offset + n++] = this.#buffer[this.#pos++]!;
+    }
+    return n === 0 ? -1 : n;
+  }
+
+  /** Whether the whole file was consumed. */
+  eof(): boolean {
+    return this.#pos >= this.#end && !this.#refillSync();
+  }
+}
+
+/** Decoder output: buffered, counted, and fed to the tar reader. */
+class _Sink {
+  #buffer = new Uint8Array(OUTPUT_CHUNK);
+  #fill = 0;
+  #scanned = 0;
+  #tar: TarReader;
+  #maxScanned: number;
+
+  constructor(tar: TarReader, maxScanned: number) {
+    this.#tar = tar;
+    this.#maxScanned = maxScanned;
+  }
+
+  writeByte(byte: number): void {
+    this.#buffer[this.#fill++] = byte;
+    if (this.#fill === OUTPUT_CHUNK) this.flush();
+  }
+
+  /** Hands buffered output to the tar reader; enforces the scanned-bytes bound. */
+  flush(): void {
+    if (this.#fill === 0) return;
+    const chunk = this.#buffer.subarray(0, this.#fill);
+    this.#fill = 0;
+    // once the tar reader is done, the rest of the block is decoded only for its CRC
+    if (this.#tar.done) return;
+    this.#scanned += chunk.length;
+    this.#tar.push(chunk);
+    if (!this.#tar.done && this.#scanned > this.#maxScanned) {
+      throw unprocessable(
+        `Cannot read package: no complete info/ section in the first ${this.#maxScanned} decompressed bytes`,
+      );
+    }
+  }
+}
+
+/** Gives other tasks a turn between two blocks. */
+function _yield(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/**
+ * Reads `info/index.json`, `info/about.json` and `info/run_exports.json`
+ * (those present) from the `.tar.bz2` package at `path`. Every failure is an
+ * `HttpError`: 422 for a corrupt, truncated or oversized archive.
+ */
+export async function readTarBz2Info(
+  path: string,
+  options: InspectOptions = {},
+): Promise<Map<string, Uint8Array>> {
+  const collector = new InfoCollector(options);
+  const tar = new TarReader(collector);
+  const sink = new _Sink(tar, options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new HttpError(STATUS.InternalServerError, "Cannot read package: spool file is missing", {
+      cause: error,
+    });
+  }
+  try {
+    const source = new _FileSource(file, (await file.stat()).size);
+    await source.prefetch();
+    const decoder = new BunzipDecoder(source, sink);
+    while (!tar.done) {
+      await source.prefetch();
+      if (decoder._init_block()) {
+        decoder._read_bunzip();
+        sink.flush();
+        await _yield();
+        continue;
+      }
+      const storedCrc = decoder.reader.read(32) >>> 0;
+      if (storedCrc !== decoder.streamCRC) {
+        throw unprocessable("Cannot read package: corrupt bzip2 data (stream CRC mismatch)");
+      }
+      if (source.eof()) break;
+      decoder._start_bunzip(source, sink); // the next stream of a multi-stream file
+    }
+  } catch (error) {
+    if (error instanceof HttpError) throw error;
+    if (error instanceof _Truncated) {
+      throw unprocessable("Cannot read package: bzip2 stream is truncated");
+    }
+    if (error instanceof _SpoolError) {
+      throw new HttpError(
+        STATUS.InternalServerError,
+        "Cannot read package: spool file is unreadable",
+        {
+          cause: error.cause,
+        },
+      );
+    }
+    const detail = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw unprocessable(`Cannot read package: corrupt bzip2 data (${detail})`, error);
+  } finally {
+    file.close();
+  }
+  if (!collector.hasIndex) {
+    throw unprocessable(
+      tar.ended
+        ? "Cannot read package: info/index.json is missing"
+        : "Cannot read package: tar archive is truncated",
+    );
+  }
+  return collector.files;
+}
