@@ -1,0 +1,88 @@
+/**
+ * Streams an upload's bytes into its spool file while hashing them, so the
+ * artifact is never held in memory and is read only once.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { HttpError } from "../http/http_error.ts";
+import { STATUS } from "../http/status.ts";
+import type { FileDigest } from "../package/package_metadata.ts";
+import type { SpoolFile } from "../storage/channel_storage.ts";
+
+/** Options for {@linkcode writeSpool}. */
+export interface WriteSpoolOptions {
+  /** Refuse (413) once more than this many bytes arrived. */
+  maxBytes: number;
+  /**
+   * Bytes gathered before one write to disk, to save system calls.
+   * @default {1048576}
+   */
+  bufferBytes?: number;
+}
+
+/**
+ * Copies `body` into `spool.file`, computing size, sha256 and md5 on the way,
+ * then syncs and closes the file. Throws {@linkcode HttpError} 413 as soon as
+ * the limit is passed. The caller removes the spool file on failure.
+ */
+export async function writeSpool(
+  body: ReadableStream<Uint8Array>,
+  spool: SpoolFile,
+  options: WriteSpoolOptions,
+): Promise<FileDigest> {
+  const sha256 = createHash("sha256");
+  const md5 = createHash("md5");
+  const bufferBytes = options.bufferBytes ?? 1 << 20;
+  const buffer = new Uint8Array(bufferBytes);
+  let buffered = 0;
+  let size = 0;
+  const flush = async () => {
+    let written = 0;
+    while (written < buffered) {
+      written += await spool.file.write(buffer.subarray(written, buffered));
+    }
+    buffered = 0;
+  };
+  const reader = body.getReader();
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > options.maxBytes) {
+        throw new HttpError(
+          STATUS.ContentTooLarge,
+          `Cannot accept artifact: it is larger than the limit of ${options.maxBytes} bytes`,
+        );
+      }
+      sha256.update(value);
+      md5.update(value);
+      if (value.byteLength >= bufferBytes) {
+        await flush();
+        let written = 0;
+        while (written < value.byteLength) {
+          written += await spool.file.write(value.subarray(written));
+        }
+        continue;
+      }
+      if (buffered + value.byteLength > bufferBytes) await flush();
+      buffer.set(value, buffered);
+      buffered += value.byteLength;
+    }
+    await flush();
+    await spool.file.syncData();
+  } catch (error) {
+    await reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    reader.releaseLock();
+    try {
+      spool.file.close();
+    } catch {
+      // Already closed.
+    }
+  }
+  return { size, sha256: sha256.digest("hex"), md5: md5.digest("hex") };
+}

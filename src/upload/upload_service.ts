@@ -1,0 +1,238 @@
+/**
+ * The upload path shared by every protocol: spool the bytes with their
+ * hashes, verify what the client declared, inspect the package, publish it
+ * atomically and update the index. Protocol routes only translate requests
+ * into {@linkcode UploadService.receive} and {@linkcode UploadService.publish}.
+ *
+ * @module
+ */
+
+import type { Principal } from "../auth/token_verifier.ts";
+import { HttpError } from "../http/http_error.ts";
+import { type Status, STATUS } from "../http/status.ts";
+import type { ChannelIndexer } from "../index/channel_indexer.ts";
+import type { Logger } from "../log.ts";
+import { inspectPackage } from "../package/inspect_package.ts";
+import type { FileDigest } from "../package/package_metadata.ts";
+import { parsePackageFilename } from "../package/package_filename.ts";
+import { isKnownSubdir } from "../package/platforms.ts";
+import { type ChannelStorage, PackageExistsError } from "../storage/channel_storage.ts";
+import { writeSpool } from "./spool_writer.ts";
+
+/** Options for {@linkcode UploadService}. */
+export interface UploadServiceOptions {
+  /** Largest artifact accepted, in bytes. */
+  maxUploadBytes: number;
+  /** Whether a client may replace an existing package (`force`). */
+  allowOverwrite: boolean;
+  /** Where upload lines go. */
+  logger: Logger;
+}
+
+/** An artifact received completely into its spool file. */
+export interface SpooledArtifact extends FileDigest {
+  /** Path of the spool file. */
+  path: string;
+}
+
+/** What a client asks for when publishing a spooled artifact. */
+export interface PublishRequest {
+  /** The package's filename as the client named it. */
+  filename: string;
+  /** Who uploads it. */
+  principal: Principal;
+  /** sha256 the client declared; verified against the received bytes. */
+  expectedSha256?: string | undefined;
+  /** Subdir the client declared (the original's `arch` field, a PUT path); must agree. */
+  expectedSubdir?: string | undefined;
+  /** Replace an existing package of the same name (only if the server allows it). */
+  replace?: boolean | undefined;
+  /**
+   * Status for a sha256 mismatch (quetz answers 406).
+   * @default {400}
+   */
+  checksumMismatchStatus?: Status;
+}
+
+/** What was stored, as the 201 answer describes it. */
+export interface StoredPackage {
+  name: string;
+  version: string;
+  build: string;
+  subdir: string;
+  filename: string;
+  size: number;
+  sha256: string;
+  md5: string;
+  /** Whether an existing package was replaced. */
+  replaced: boolean;
+}
+
+/** Receives, checks, publishes and indexes packages. */
+export class UploadService {
+  readonly #storage: ChannelStorage;
+  readonly #indexer: ChannelIndexer;
+  readonly #options: UploadServiceOptions;
+
+  constructor(storage: ChannelStorage, indexer: ChannelIndexer, options: UploadServiceOptions) {
+    this.#storage = storage;
+    this.#indexer = indexer;
+    this.#options = options;
+  }
+
+  /** The largest artifact accepted, in bytes. */
+  get maxUploadBytes(): number {
+    return this.#options.maxUploadBytes;
+  }
+
+  /** Throws 413 when a declared length is over the limit, before any byte is read. */
+  checkDeclaredLength(length: number | undefined): void {
+    if (length !== undefined && length > this.#options.maxUploadBytes) {
+      throw new HttpError(
+        STATUS.ContentTooLarge,
+        `Cannot accept artifact: ${length} bytes is larger than the limit of ${this.#options.maxUploadBytes} bytes`,
+      );
+    }
+  }
+
+  /** Checks a filename before its bytes are spooled (400/415 when unusable). */
+  checkFilename(filename: string | undefined): string {
+    if (filename === undefined || filename === "") {
+      throw new HttpError(STATUS.BadRequest, "Cannot accept artifact: it has no filename");
+    }
+    parsePackageFilename(filename);
+    return filename;
+  }
+
+  /** Streams `body` into a new spool file; on any failure the spool file is gone. */
+  async receive(body: ReadableStream<Uint8Array>): Promise<SpooledArtifact> {
+    const spool = await this.#storage.createSpoolFile();
+    try {
+      const digest = await writeSpool(body, spool, { maxBytes: this.#options.maxUploadBytes });
+      return { path: spool.path, ...digest };
+    } catch (error) {
+      await this.#storage.discardSpoolFile(spool.path);
+      throw error;
+    }
+  }
+
+  /** Removes a spooled artifact that will not be published. */
+  async discard(artifact: SpooledArtifact): Promise<void> {
+    await this.#storage.discardSpoolFile(artifact.path);
+  }
+
+  /**
+   * Verifies, inspects, publishes and indexes a spooled artifact. The spool
+   * file is consumed either way; on failure the channel is as it was.
+   */
+  async publish(artifact: SpooledArtifact, request: PublishRequest): Promise<StoredPackage> {
+    try {
+      return await this.#publish(artifact, request);
+    } finally {
+      await this.#storage.discardSpoolFile(artifact.path);
+    }
+  }
+
+  /** {@linkcode receive} then {@linkcode publish}, for raw-body protocols. */
+  async accept(body: ReadableStream<Uint8Array>, request: PublishRequest): Promise<StoredPackage> {
+    this.checkFilename(request.filename);
+    return await this.publish(await this.receive(body), request);
+  }
+
+  /** Removes a package and its index record; false when there was no such package. */
+  async remove(subdir: string, filename: string, principal: Principal): Promise<boolean> {
+    if (!isKnownSubdir(subdir)) return false;
+    this.checkFilename(filename);
+    const removed = await this.#storage.removePackage(subdir, filename);
+    const unindexed = await this.#indexer.remove(subdir, filename);
+    if (removed || unindexed) {
+      this.#options.logger.info("deleted", { package: filename, subdir, by: principal });
+    }
+    return removed || unindexed;
+  }
+
+  async #publish(artifact: SpooledArtifact, request: PublishRequest): Promise<StoredPackage> {
+    const { filename } = request;
+    this.checkFilename(filename);
+    if (request.expectedSha256 !== undefined) {
+      const expected = request.expectedSha256.trim().toLowerCase();
+      if (expected !== artifact.sha256) {
+        throw new HttpError(
+          request.checksumMismatchStatus ?? STATUS.BadRequest,
+          `Cannot accept artifact: sha256 mismatch (declared ${
+            expected.slice(0, 64)
+          }, received ${artifact.sha256})`,
+        );
+      }
+    }
+    const metadata = await inspectPackage(artifact.path, filename);
+    if (request.expectedSubdir !== undefined && request.expectedSubdir !== metadata.subdir) {
+      throw new HttpError(
+        STATUS.UnprocessableContent,
+        `Cannot accept artifact: it is for subdir ${metadata.subdir}, not ${
+          JSON.stringify(request.expectedSubdir.slice(0, 64))
+        }`,
+      );
+    }
+    const replace = request.replace === true;
+    if (replace && !this.#options.allowOverwrite) {
+      throw new HttpError(
+        STATUS.Forbidden,
+        "Cannot replace package: overwriting is disabled on this server (--allow_overwrite)",
+      );
+    }
+    const exists = await this.#storage.stat(`${metadata.subdir}/${filename}`) !== undefined;
+    if (exists && !replace) throw conflict(metadata.subdir, filename);
+    try {
+      await this.#storage.publish(artifact.path, metadata.subdir, filename, { replace });
+    } catch (error) {
+      if (error instanceof PackageExistsError) throw conflict(metadata.subdir, filename);
+      throw error;
+    }
+    const source = { filename, metadata, ...digestOf(artifact) };
+    try {
+      await this.#indexer.add(source);
+    } catch (error) {
+      if (!replace) await this.#storage.removePackage(metadata.subdir, filename);
+      this.#options.logger.error("index failed, package taken back out", {
+        package: filename,
+        subdir: metadata.subdir,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+      throw new HttpError(
+        STATUS.InternalServerError,
+        `Cannot index package: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    }
+    this.#options.logger.info(replace && exists ? "replaced" : "published", {
+      package: filename,
+      subdir: metadata.subdir,
+      size: artifact.size,
+      sha256: artifact.sha256,
+      by: request.principal,
+    });
+    return {
+      name: metadata.name,
+      version: metadata.version,
+      build: metadata.build,
+      subdir: metadata.subdir,
+      filename,
+      size: artifact.size,
+      sha256: artifact.sha256,
+      md5: artifact.md5,
+      replaced: replace && exists,
+    };
+  }
+}
+
+function digestOf(artifact: SpooledArtifact): FileDigest {
+  return { size: artifact.size, sha256: artifact.sha256, md5: artifact.md5 };
+}
+
+function conflict(subdir: string, filename: string): HttpError {
+  return new HttpError(
+    STATUS.Conflict,
+    `Cannot publish package: ${subdir}/${filename} already exists`,
+  );
+}
