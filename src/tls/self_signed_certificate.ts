@@ -78,7 +78,7 @@ export async function createSelfSignedCertificate(
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension(
-        hosts.map((host) =>
+        hosts.map((host): x509.JsonGeneralName =>
           /^[\d.]+$|:/.test(host) ? { type: "ip", value: host } : { type: "dns", value: host }
         ),
       ),

@@ -1,0 +1,305 @@
+/**
+ * The command line: the original tool's flags (`-d -p -e -c -k -t` with
+ * their `--write_dir`-style long names, also spelled `--write-dir`), the
+ * flags users expect of a mature server, an environment variable for every
+ * flag (`AUH_<LONG_NAME>`), and the `hash-token`, `generate-token` and
+ * `index` subcommands.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { DEFAULT_SALT } from "../auth/token_hash.ts";
+
+/** A flag's description, shared by the parser, the environment and `--help`. */
+interface FlagSpec {
+  short?: string;
+  type: "string" | "boolean";
+  multiple?: boolean;
+  value?: string;
+  help: string;
+}
+
+/** Every server flag, by its canonical (underscore) long name. */
+export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
+  write_dir: {
+    short: "d",
+    type: "string",
+    value: "WRITE_DIR",
+    help:
+      "channel root; packages go to WRITE_DIR/<subdir>/ (a path ending in a subdir name, as the original tool used, means its parent)",
+  },
+  port: { short: "p", type: "string", value: "PORT", help: "port to listen on (default 8443)" },
+  host: {
+    type: "string",
+    value: "ADDRESS",
+    help: "address to bind (default 0.0.0.0; 127.0.0.1 with --dev)",
+  },
+  conda_exe: {
+    short: "e",
+    type: "string",
+    value: "CONDA_EXE",
+    help: "index with `CONDA_EXE index` instead of the built-in indexer",
+  },
+  certfile: { short: "c", type: "string", value: "CERTFILE", help: "TLS certificate (PEM)" },
+  keyfile: { short: "k", type: "string", value: "KEYFILE", help: "TLS private key (PEM)" },
+  token_hash: {
+    short: "t",
+    type: "string",
+    multiple: true,
+    value: "TOKEN_HASH",
+    help: "hex sha256 of salt + token; repeat or comma-separate for several (rotation)",
+  },
+  token_hash_file: {
+    type: "string",
+    value: "FILE",
+    help: "file with one token hash per line (# comments allowed), kept out of the process list",
+  },
+  salt: { type: "string", value: "SALT", help: "token salt (default: the original tool's)" },
+  max_upload_size: {
+    type: "string",
+    value: "SIZE",
+    help: "largest artifact accepted, e.g. 500M, 4G (default 4G)",
+  },
+  allow_overwrite: {
+    type: "boolean",
+    help: "let clients replace an existing package with force (default: refuse with 409)",
+  },
+  no_serve: {
+    type: "boolean",
+    help: "do not serve the channel's files (another web server serves the directory)",
+  },
+  channel_name: {
+    type: "string",
+    value: "NAME",
+    help: "channel name in upload URLs such as /api/v1/upload/NAME (default: root's basename)",
+  },
+  log_format: { type: "string", value: "text|json", help: "log line format (default text)" },
+  insecure_no_tls: {
+    type: "boolean",
+    help: "serve plain HTTP (only behind a TLS-terminating proxy)",
+  },
+  dev: {
+    type: "boolean",
+    help: "development server: ./channel, self-signed certificate, random token, loopback",
+  },
+  help: { short: "h", type: "boolean", help: "show this help and exit" },
+  version: { type: "boolean", help: "print the version and exit" },
+};
+
+/** What the command line asks for. */
+export type Command =
+  | { kind: "serve"; flags: ServerFlags }
+  | { kind: "hash-token"; token: string | undefined; salt: string }
+  | { kind: "generate-token"; salt: string }
+  | { kind: "index"; root: string; condaExe: string | undefined }
+  | { kind: "help" }
+  | { kind: "version" };
+
+/** The server flags as parsed (strings, not yet validated). */
+export interface ServerFlags {
+  writeDir?: string;
+  port?: string;
+  host?: string;
+  condaExe?: string;
+  certfile?: string;
+  keyfile?: string;
+  tokenHashes: string[];
+  tokenHashFile?: string;
+  salt?: string;
+  maxUploadSize?: string;
+  allowOverwrite: boolean;
+  noServe: boolean;
+  channelName?: string;
+  logFormat?: string;
+  insecureNoTls: boolean;
+  dev: boolean;
+}
+
+/** Thrown for a command line that cannot be used; main prints it as one line. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Prefix of the environment variables that set flags. */
+export const ENV_PREFIX = "AUH_";
+
+/**
+ * Parses the arguments (without the program name) and the environment.
+ * Flags win over environment variables.
+ */
+export function parseCommandLine(
+  args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+): Command {
+  const [first, ...rest] = args;
+  if (first === "hash-token") return parseHashToken(rest, env);
+  if (first === "generate-token") return parseGenerateToken(rest, env);
+  if (first === "index") return parseIndex(rest, env);
+  return parseServe(args, env);
+}
+
+function parseServe(args: readonly string[], env: Readonly<Record<string, string>>): Command {
+  const values = parse(args, SERVER_FLAGS, false).values;
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  const string = (name: string): string | undefined => {
+    const value = values[name] ?? env[ENV_PREFIX + name.toUpperCase()];
+    return typeof value === "string" ? value : undefined;
+  };
+  const boolean = (name: string): boolean => {
+    if (values[name] === true) return true;
+    const value = env[ENV_PREFIX + name.toUpperCase()];
+    return value !== undefined && /^(1|true|yes|on)$/i.test(value);
+  };
+  const flagHashes = values.token_hash;
+  const hashSource = Array.isArray(flagHashes) && flagHashes.length > 0
+    ? flagHashes.map(String)
+    : [env[ENV_PREFIX + "TOKEN_HASH"] ?? ""];
+  const tokenHashes = hashSource.flatMap((value) => value.split(","))
+    .map((value) => value.trim()).filter((value) => value !== "");
+  const flags: ServerFlags = {
+    tokenHashes,
+    allowOverwrite: boolean("allow_overwrite"),
+    noServe: boolean("no_serve"),
+    insecureNoTls: boolean("insecure_no_tls"),
+    dev: boolean("dev"),
+  };
+  assign(flags, "writeDir", string("write_dir"));
+  assign(flags, "port", string("port"));
+  assign(flags, "host", string("host"));
+  assign(flags, "condaExe", string("conda_exe"));
+  assign(flags, "certfile", string("certfile"));
+  assign(flags, "keyfile", string("keyfile"));
+  assign(flags, "tokenHashFile", string("token_hash_file"));
+  assign(flags, "salt", string("salt"));
+  assign(flags, "maxUploadSize", string("max_upload_size"));
+  assign(flags, "channelName", string("channel_name"));
+  assign(flags, "logFormat", string("log_format"));
+  return { kind: "serve", flags };
+}
+
+const SALT_FLAG: Record<string, FlagSpec> = {
+  salt: { type: "string", value: "SALT", help: "token salt" },
+  help: { short: "h", type: "boolean", help: "show help" },
+};
+
+function parseHashToken(args: readonly string[], env: Readonly<Record<string, string>>): Command {
+  const { values, positionals } = parse(args, SALT_FLAG, true);
+  if (values.help) return { kind: "help" };
+  if (positionals.length > 1) throw new UsageError("hash-token takes at most one TOKEN");
+  return {
+    kind: "hash-token",
+    token: positionals[0],
+    salt: saltOf(values.salt, env),
+  };
+}
+
+function parseGenerateToken(
+  args: readonly string[],
+  env: Readonly<Record<string, string>>,
+): Command {
+  const { values, positionals } = parse(args, SALT_FLAG, true);
+  if (values.help) return { kind: "help" };
+  if (positionals.length > 0) throw new UsageError("generate-token takes no arguments");
+  return { kind: "generate-token", salt: saltOf(values.salt, env) };
+}
+
+function parseIndex(args: readonly string[], env: Readonly<Record<string, string>>): Command {
+  const spec: Record<string, FlagSpec> = {
+    conda_exe: SERVER_FLAGS.conda_exe!,
+    help: SALT_FLAG.help!,
+  };
+  const { values, positionals } = parse(args, spec, true);
+  if (values.help) return { kind: "help" };
+  const root = positionals[0] ?? env[ENV_PREFIX + "WRITE_DIR"];
+  if (root === undefined || positionals.length > 1) {
+    throw new UsageError("index takes exactly one CHANNEL_ROOT");
+  }
+  const condaExe = values.conda_exe ?? env[ENV_PREFIX + "CONDA_EXE"];
+  return { kind: "index", root, condaExe: typeof condaExe === "string" ? condaExe : undefined };
+}
+
+function saltOf(value: unknown, env: Readonly<Record<string, string>>): string {
+  return typeof value === "string" ? value : env[ENV_PREFIX + "SALT"] ?? DEFAULT_SALT;
+}
+
+type ParsedValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+function parse(
+  args: readonly string[],
+  spec: Record<string, FlagSpec>,
+  allowPositionals: boolean,
+): { values: ParsedValues; positionals: string[] } {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = {};
+  for (const [name, flag] of Object.entries(spec)) {
+    options[name] = {
+      type: flag.type,
+      ...(flag.short ? { short: flag.short } : {}),
+      ...(flag.multiple ? { multiple: true } : {}),
+    };
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: args.map((arg) => normaliseLongName(arg, spec)),
+      options,
+      allowPositionals,
+      strict: true,
+    });
+    return { values: values as ParsedValues, positionals };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new UsageError(message.split("\n")[0]!.replace(/^TypeError \[\w+\]: /, ""));
+  }
+}
+
+/** `--write-dir=x` becomes `--write_dir=x` when that is a known flag. */
+function normaliseLongName(arg: string, spec: Record<string, FlagSpec>): string {
+  if (!arg.startsWith("--")) return arg;
+  const equals = arg.indexOf("=");
+  const name = arg.slice(2, equals < 0 ? undefined : equals);
+  const canonical = name.replaceAll("-", "_");
+  if (canonical === name || !(canonical in spec)) return arg;
+  return "--" + canonical + (equals < 0 ? "" : arg.slice(equals));
+}
+
+function assign<K extends keyof ServerFlags>(
+  flags: ServerFlags,
+  key: K,
+  value: ServerFlags[K] | undefined,
+): void {
+  if (value !== undefined) flags[key] = value;
+}
+
+/** The `--help` text, listing every flag and its environment variable. */
+export function helpText(version: string): string {
+  const lines = [
+    `artifact-upload-handler ${version}: a secure upload server and index for a conda channel`,
+    "",
+    "Usage:",
+    "  artifact-upload-handler -d WRITE_DIR -p PORT -c CERTFILE -k KEYFILE -t TOKEN_HASH [options]",
+    "  artifact-upload-handler --dev                       development server, no setup",
+    "  artifact-upload-handler hash-token [TOKEN] [--salt SALT]   (reads TOKEN from stdin if absent)",
+    "  artifact-upload-handler generate-token [--salt SALT]",
+    "  artifact-upload-handler index CHANNEL_ROOT [-e CONDA_EXE]",
+    "",
+    "Options (each also from the environment variable shown):",
+  ];
+  for (const [name, flag] of Object.entries(SERVER_FLAGS)) {
+    const short = flag.short ? `-${flag.short}, ` : "    ";
+    const value = flag.value ? ` ${flag.value}` : "";
+    const variable = name === "help" || name === "version"
+      ? ""
+      : `  [${ENV_PREFIX}${name.toUpperCase()}]`;
+    lines.push(`  ${short}--${name}${value}`);
+    lines.push(`        ${flag.help}${variable}`);
+  }
+  lines.push("", "Long names may be written with dashes too: --write-dir, --token-hash, ...");
+  return lines.join("\n");
+}

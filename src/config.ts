@@ -1,0 +1,167 @@
+/**
+ * Turns parsed flags into a checked server configuration. Every problem is a
+ * {@linkcode ConfigError} with one clear sentence, printed by main.
+ *
+ * @module
+ */
+
+import { basename, dirname, resolve } from "node:path";
+import { DEFAULT_SALT, isTokenHash } from "./auth/token_hash.ts";
+import type { ServerFlags } from "./cli/command_line.ts";
+import type { LogFormat } from "./log.ts";
+import { isKnownSubdir } from "./package/platforms.ts";
+
+/** A start-up problem, reported as one line and a non-zero exit. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Everything the server needs to start. */
+export interface ServerConfig {
+  /** Absolute path of the channel root. */
+  channelRoot: string;
+  /** Set when WRITE_DIR named a subdir and its parent was taken as the root. */
+  writeDirWasSubdir?: string;
+  /** Name of the channel in upload URLs. */
+  channelName: string;
+  /** Address to bind. */
+  hostname: string;
+  /** Port to listen on (0: any free port). */
+  port: number;
+  /** `conda` executable for indexing, or undefined for the built-in index. */
+  condaExe?: string;
+  /** TLS certificate and key files; undefined with `insecureNoTls` or `dev`. */
+  tls?: { certFile: string; keyFile: string };
+  /** Accepted token hashes, lowercase hex. */
+  tokenHashes: string[];
+  /** Token salt. */
+  salt: string;
+  /** Largest artifact accepted, in bytes. */
+  maxUploadBytes: number;
+  /** Whether `force` may replace a package. */
+  allowOverwrite: boolean;
+  /** Whether channel files are served. */
+  serve: boolean;
+  /** Log line format. */
+  logFormat: LogFormat;
+  /** Plain HTTP, for use behind a TLS-terminating proxy. */
+  insecureNoTls: boolean;
+  /** Development mode. */
+  dev: boolean;
+}
+
+/** Default port, the original README's example being 9999 but TLS servers usually 8443. */
+export const DEFAULT_PORT = 8443;
+/** Default largest artifact: 4 GiB. */
+export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 ** 3;
+
+/** Checks flags and reads the token hash file; throws {@linkcode ConfigError}. */
+export async function resolveServerConfig(flags: ServerFlags): Promise<ServerConfig> {
+  const dev = flags.dev;
+  if (flags.writeDir === undefined && !dev) {
+    throw new ConfigError("Cannot start: no channel directory given (-d WRITE_DIR)");
+  }
+  let channelRoot = resolve(flags.writeDir ?? "channel");
+  let writeDirWasSubdir: string | undefined;
+  if (isKnownSubdir(basename(channelRoot))) {
+    writeDirWasSubdir = channelRoot;
+    channelRoot = dirname(channelRoot);
+  }
+  const port = parsePort(flags.port ?? String(DEFAULT_PORT));
+  const tokenHashes = [...flags.tokenHashes];
+  if (flags.tokenHashFile !== undefined) {
+    tokenHashes.push(...await readHashFile(flags.tokenHashFile));
+  }
+  for (const hash of tokenHashes) {
+    if (!isTokenHash(hash)) {
+      throw new ConfigError(
+        `Cannot start: token hash ${
+          JSON.stringify(hash.slice(0, 80))
+        } is not 64 hex digits (make one with 'hash-token')`,
+      );
+    }
+  }
+  if (tokenHashes.length === 0 && !dev) {
+    throw new ConfigError(
+      "Cannot start: no token hash given (-t TOKEN_HASH, --token_hash_file or AUH_TOKEN_HASH); make one with 'generate-token'",
+    );
+  }
+  let tls: ServerConfig["tls"];
+  if (flags.certfile !== undefined || flags.keyfile !== undefined) {
+    if (flags.certfile === undefined || flags.keyfile === undefined) {
+      throw new ConfigError("Cannot start: -c CERTFILE and -k KEYFILE must be given together");
+    }
+    tls = { certFile: flags.certfile, keyFile: flags.keyfile };
+  } else if (!flags.insecureNoTls && !dev) {
+    throw new ConfigError(
+      "Cannot start: no TLS certificate given (-c CERTFILE -k KEYFILE); use --insecure_no_tls only behind a TLS-terminating proxy",
+    );
+  }
+  const logFormat = flags.logFormat ?? "text";
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new ConfigError(`Cannot start: --log_format must be text or json, not ${logFormat}`);
+  }
+  const config: ServerConfig = {
+    channelRoot,
+    channelName: flags.channelName ?? basename(channelRoot),
+    hostname: flags.host ?? (dev ? "127.0.0.1" : "0.0.0.0"),
+    port,
+    tokenHashes: tokenHashes.map((hash) => hash.toLowerCase()),
+    salt: flags.salt ?? DEFAULT_SALT,
+    maxUploadBytes: flags.maxUploadSize === undefined
+      ? DEFAULT_MAX_UPLOAD_BYTES
+      : parseSize(flags.maxUploadSize),
+    allowOverwrite: flags.allowOverwrite,
+    serve: !flags.noServe,
+    logFormat,
+    insecureNoTls: flags.insecureNoTls,
+    dev,
+  };
+  if (writeDirWasSubdir !== undefined) config.writeDirWasSubdir = writeDirWasSubdir;
+  if (flags.condaExe !== undefined) config.condaExe = flags.condaExe;
+  if (tls !== undefined) config.tls = tls;
+  return config;
+}
+
+function parsePort(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) {
+    throw new ConfigError(`Cannot start: port ${JSON.stringify(value)} is not a number 0-65535`);
+  }
+  return Number(value);
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  K: 1024,
+  M: 1024 ** 2,
+  G: 1024 ** 3,
+  T: 1024 ** 4,
+};
+
+/** Parses `500M`, `4G`, `1048576` (binary units, optional `iB`/`B`). */
+export function parseSize(value: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(value.trim());
+  const unit = SIZE_UNITS[match?.[2]?.toUpperCase() ?? ""];
+  if (!match || unit === undefined || Number(match[1]) <= 0) {
+    throw new ConfigError(`Cannot start: size ${JSON.stringify(value)} is not like 500M or 4G`);
+  }
+  return Math.floor(Number(match[1]) * unit);
+}
+
+async function readHashFile(path: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot start: cannot read token hash file ${path}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
+  }
+  return text.split("\n").map((line) => line.replace(/#.*/, "").trim())
+    .filter((line) => line !== "");
+}
