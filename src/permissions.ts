@@ -1,0 +1,58 @@
+/**
+ * The one list of Deno permissions the server runs with. The tasks, the
+ * compile script and the end-to-end tests all take it from here, so what is
+ * tested is what ships.
+ *
+ * @module
+ */
+
+/** Paths the server touches, to scope read, write and run permissions. */
+export interface PermissionScope {
+  /** The channel root (read and write). */
+  channelRoot: string;
+  /** Files only read: TLS certificate and key, token hash file. */
+  readFiles?: string[];
+  /** Extra files written (e.g. an audit log). */
+  writeFiles?: string[];
+  /** The conda executable run for `-e`, if any. */
+  condaExe?: string;
+}
+
+/**
+ * `deno run` permission flags for a server with the given scope: network,
+ * read/write limited to the channel (and the named files), environment
+ * (flags may come from `AUH_*` variables), and run only for `conda`.
+ *
+ * @example Usage
+ * ```ts
+ * import { serverPermissionFlags } from "./permissions.ts";
+ * console.log(serverPermissionFlags({ channelRoot: "/srv/channel" }));
+ * ```
+ */
+export function serverPermissionFlags(scope: PermissionScope): string[] {
+  const reads = [scope.channelRoot, ...(scope.readFiles ?? [])];
+  const writes = [scope.channelRoot, ...(scope.writeFiles ?? [])];
+  const flags = [
+    "--allow-net",
+    `--allow-read=${reads.join(",")}`,
+    `--allow-write=${writes.join(",")}`,
+    "--allow-env",
+  ];
+  if (scope.condaExe !== undefined) flags.push(`--allow-run=${scope.condaExe}`);
+  return flags;
+}
+
+/**
+ * Permissions baked into the compiled executable. `deno compile` fixes them
+ * at build time, before the channel path or the conda executable are known,
+ * so read, write and run cannot be scoped to paths here: confine the
+ * process with the service manager instead (systemd `ReadWritePaths=`, see
+ * the README). No FFI, no `--allow-sys`, no `-A`.
+ */
+export const COMPILED_PERMISSION_FLAGS: readonly string[] = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-run",
+];
