@@ -63,6 +63,12 @@ export async function startApplication(
     });
   }
   const tls = options.tls ?? (config.tls ? await readTls(config.tls) : undefined);
+  checkPortFree(config);
+  if (!tls) {
+    logger.warn(
+      "INSECURE: serving plain HTTP (--insecure_no_tls); tokens cross the network in clear text unless a TLS proxy is in front",
+    );
+  }
   let storage: ChannelStorage;
   try {
     storage = await ChannelStorage.open(config.channelRoot);
@@ -155,16 +161,36 @@ function listen(
   try {
     return tls ? Deno.serve({ ...options, ...tls }, handler) : Deno.serve(options, handler);
   } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) {
-      throw new ConfigError(`Cannot start: port ${config.port} is already in use`);
-    }
-    if (error instanceof Deno.errors.PermissionDenied) {
-      throw new ConfigError(`Cannot start: not allowed to listen on port ${config.port}`);
-    }
-    throw new ConfigError(
-      `Cannot start: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`,
-    );
+    throw listenError(error, config.port);
   }
+}
+
+/**
+ * Fails fast when the port is taken, before the (possibly long) start-up
+ * reconcile; the real listener binds right after it.
+ */
+function checkPortFree(config: ServerConfig): void {
+  if (config.port === 0) return;
+  let probe: Deno.Listener | undefined;
+  try {
+    probe = Deno.listen({ hostname: config.hostname, port: config.port });
+  } catch (error) {
+    throw listenError(error, config.port);
+  } finally {
+    probe?.close();
+  }
+}
+
+function listenError(error: unknown, port: number): ConfigError {
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new ConfigError(`Cannot start: port ${port} is already in use`);
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new ConfigError(`Cannot start: not allowed to listen on port ${port}`);
+  }
+  return new ConfigError(
+    `Cannot start: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`,
+  );
 }
 
 async function readTls(files: { certFile: string; keyFile: string }): Promise<TlsPem> {
@@ -172,11 +198,14 @@ async function readTls(files: { certFile: string; keyFile: string }): Promise<Tl
     try {
       return await Deno.readTextFile(path);
     } catch (error) {
-      throw new ConfigError(
-        `Cannot start: cannot read ${what} ${path}: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-      );
+      const reason = error instanceof Deno.errors.NotFound
+        ? "no such file"
+        : error instanceof Deno.errors.PermissionDenied
+        ? "permission denied"
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      throw new ConfigError(`Cannot start: cannot read ${what} ${path}: ${reason}`);
     }
   };
   const cert = await read(files.certFile, "certificate");
