@@ -36,8 +36,12 @@ export class CoalescedRuns {
 
   /** Resolves after a run that started after this call has finished. */
   request(): Promise<void> {
+    // A queued run has not started yet, so it serves this caller too. Checked
+    // first: between a run's end and the queued run's start, `#running` is
+    // already cleared, and starting here would put two runs in flight.
+    if (this.#next !== undefined) return this.#next;
     if (this.#running === undefined) return this.#start();
-    this.#next ??= this.#running.catch(() => {}).then(() => {
+    this.#next = this.#running.catch(() => {}).then(() => {
       this.#next = undefined;
       return this.#start();
     });
