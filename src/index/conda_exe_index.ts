@@ -64,31 +64,57 @@ export class CondaExeIndex implements ChannelIndexer {
 
   async #run(): Promise<void> {
     const started = performance.now();
-    const args = ["index", this.#storage.localPath()];
-    const command = new Deno.Command(this.#condaExe, {
-      args,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      signal: AbortSignal.timeout(this.#options.timeoutMs ?? 600_000),
-    });
-    let output: Deno.CommandOutput;
+    let child: Deno.ChildProcess;
     try {
-      output = await command.output();
+      child = new Deno.Command(this.#condaExe, {
+        args: ["index", this.#storage.localPath()],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+        signal: AbortSignal.timeout(this.#options.timeoutMs ?? 600_000),
+      }).spawn();
     } catch (error) {
-      throw new Error(
-        `${this.#condaExe} index could not run: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-      );
+      const reason = error instanceof Deno.errors.NotFound
+        ? "the executable was not found"
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      throw new Error(`conda index could not run: ${reason}`);
     }
+    const stderr = readTail(child.stderr);
+    const status = await child.status;
+    // A grandchild may keep stderr open after conda exits: wait only briefly for it.
+    const tail = await Promise.race([
+      stderr,
+      new Promise<string>((done) => setTimeout(() => done(""), STDERR_GRACE_MS)),
+    ]);
     const milliseconds = Math.round(performance.now() - started);
-    const tail = new TextDecoder().decode(output.stderr.subarray(-STDERR_TAIL_BYTES)).trim();
-    if (!output.success) {
-      const reason = output.signal ? `was killed by ${output.signal}` : `exited with code ${output.code}`;
+    if (!status.success) {
+      const reason = status.signal
+        ? `was killed by ${status.signal}`
+        : `exited with code ${status.code}`;
       this.#options.logger.error("conda index failed", { ms: milliseconds, stderr: tail });
       throw new Error(`conda index ${reason}: ${tail.split("\n").at(-1) ?? ""}`.trim());
     }
     this.#options.logger.info("conda index done", { ms: milliseconds });
   }
+}
+
+/** How long stderr may stay open after the process exited. */
+const STDERR_GRACE_MS = 500;
+
+/** Reads a stream to its end, keeping only the last {@linkcode STDERR_TAIL_BYTES} bytes. */
+async function readTail(stream: ReadableStream<Uint8Array>): Promise<string> {
+  let tail = new Uint8Array(0);
+  try {
+    for await (const chunk of stream) {
+      const joined = new Uint8Array(tail.length + chunk.length);
+      joined.set(tail);
+      joined.set(chunk, tail.length);
+      tail = joined.subarray(-STDERR_TAIL_BYTES);
+    }
+  } catch {
+    // A broken pipe ends the tail.
+  }
+  return new TextDecoder().decode(tail).trim();
 }
