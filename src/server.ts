@@ -3,16 +3,39 @@
  * serving, turns thrown errors into responses in one place, and logs one
  * line per request.
  *
+ * | Method | Path | Route |
+ * |---|---|---|
+ * | POST | `/` (multipart) | the original form upload |
+ * | POST | `/`, `/api/v1/upload/<channel>` (raw body) | legacy prefix.dev / old pixi (200) |
+ * | POST | `/api/v1/upload/<channel>` (multipart) | prefix.dev: rattler-build, pixi |
+ * | POST | `/api/channels/<channel>/upload/<file>` | quetz |
+ * | PUT | `/[<channel>/]<subdir>/<file>` | Artifactory |
+ * | DELETE | `/[<channel>/]<subdir>/<file>` | delete a package |
+ * | GET, HEAD | anything else | the channel's files |
+ *
+ * Every path may start with `/t/<token>/` (a conda token in the path); it is
+ * taken out before routing, used as the token when no header carries one,
+ * and written to the log as `/t/<redacted>/`.
+ *
  * @module
  */
 
+import { basename } from "node:path";
+import { redactPathToken, splitPathToken } from "./auth/path_token.ts";
 import type { TokenVerifier } from "./auth/token_verifier.ts";
 import { errorResponse, HttpError } from "./http/http_error.ts";
 import { STATUS } from "./http/status.ts";
 import type { Logger } from "./log.ts";
 import { serveChannel, type ServeChannelOptions } from "./serve/serve_channel.ts";
 import type { ChannelStorage } from "./storage/channel_storage.ts";
+import { handleArtifactoryUpload } from "./upload/artifactory_upload_route.ts";
+import type { ChannelRouteContext } from "./upload/channel_name.ts";
+import { handleDelete } from "./upload/delete_route.ts";
 import { handleFormUpload } from "./upload/form_upload_route.ts";
+import { handleLegacyUpload, isLegacyUpload } from "./upload/legacy_upload_route.ts";
+import { matchPackagePath } from "./upload/package_path.ts";
+import { handlePrefixUpload, matchPrefixUploadPath } from "./upload/prefix_upload_route.ts";
+import { handleQuetzUpload, matchQuetzUploadPath } from "./upload/quetz_upload_route.ts";
 import type { UploadService } from "./upload/upload_service.ts";
 
 /** What the handler needs. */
@@ -29,6 +52,11 @@ export interface HandlerContext {
   serve: boolean;
   /** Options for channel serving. */
   serveOptions?: ServeChannelOptions;
+  /**
+   * The channel's name in upload URLs (`/api/v1/upload/<name>`, ...).
+   * @default {basename(storage.root)}
+   */
+  channelName?: string;
 }
 
 /** A request handler as `Deno.serve` takes it. */
@@ -36,19 +64,23 @@ export type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Promise
 
 /** Creates the server's request handler. */
 export function createHandler(context: HandlerContext): Handler {
+  const routeContext: RouteContext = {
+    ...context,
+    channelName: context.channelName ?? basename(context.storage.root),
+  };
   return async (request, info) => {
     const started = performance.now();
+    const path = loggedPath(request);
     let response: Response;
     try {
-      response = await route(request, context);
+      response = await route(withoutPathToken(request), routeContext);
     } catch (error) {
       response = errorResponse(error);
-      logFailure(context.logger, request, error);
+      logFailure(context.logger, request, path, error);
     }
-    const url = new URL(request.url);
     context.logger.info("request", {
       method: request.method,
-      path: url.pathname.slice(0, 200),
+      path,
       status: response.status,
       bytes: Number(response.headers.get("content-length") ?? 0) || undefined,
       ms: Math.round(performance.now() - started),
@@ -58,10 +90,32 @@ export function createHandler(context: HandlerContext): Handler {
   };
 }
 
-async function route(request: Request, context: HandlerContext): Promise<Response> {
+type RouteContext = HandlerContext & ChannelRouteContext;
+
+async function route(request: Request, context: RouteContext): Promise<Response> {
   const { pathname } = new URL(request.url);
   const method = request.method;
-  if (method === "POST" && pathname === "/") return await handleFormUpload(request, context);
+  if (method === "POST") {
+    if (pathname === "/") {
+      return isLegacyUpload(request)
+        ? await handleLegacyUpload(request, context)
+        : await handleFormUpload(request, context);
+    }
+    if (matchPrefixUploadPath(pathname) !== undefined) {
+      return isLegacyUpload(request)
+        ? await handleLegacyUpload(request, context)
+        : await handlePrefixUpload(request, context);
+    }
+    if (matchQuetzUploadPath(pathname) !== undefined) {
+      return await handleQuetzUpload(request, context);
+    }
+  }
+  if (method === "PUT" && matchPackagePath(pathname) !== undefined) {
+    return await handleArtifactoryUpload(request, context);
+  }
+  if (method === "DELETE" && matchPackagePath(pathname) !== undefined) {
+    return await handleDelete(request, context);
+  }
   if (method === "GET" || method === "HEAD") {
     if (!context.serve) {
       throw new HttpError(STATUS.NotFound, "Cannot serve file: serving is turned off");
@@ -69,12 +123,49 @@ async function route(request: Request, context: HandlerContext): Promise<Respons
     return await serveChannel(request, context.storage, context.serveOptions);
   }
   throw new HttpError(STATUS.MethodNotAllowed, `Cannot ${method} ${pathname.slice(0, 100)}`, {
-    headers: { allow: pathname === "/" ? "GET, HEAD, POST" : "GET, HEAD" },
+    headers: { allow: allowedMethods(pathname).join(", ") },
   });
 }
 
-function logFailure(logger: Logger, request: Request, error: unknown): void {
-  const path = new URL(request.url).pathname.slice(0, 200);
+function allowedMethods(pathname: string): string[] {
+  const methods = ["GET", "HEAD"];
+  if (
+    pathname === "/" || matchPrefixUploadPath(pathname) !== undefined ||
+    matchQuetzUploadPath(pathname) !== undefined
+  ) {
+    methods.push("POST");
+  }
+  if (matchPackagePath(pathname) !== undefined) methods.push("PUT", "DELETE");
+  return methods;
+}
+
+/**
+ * The request without its `/t/<token>/` path prefix; the token moves into an
+ * `X-API-Key` header unless the request carries credentials in headers.
+ */
+function withoutPathToken(request: Request): Request {
+  const url = new URL(request.url);
+  const { token, pathname } = splitPathToken(url.pathname);
+  if (token === undefined) return request;
+  url.pathname = pathname;
+  const headers = new Headers(request.headers);
+  if (token !== "" && !headers.has("authorization") && !headers.has("x-api-key")) {
+    try {
+      headers.set("x-api-key", token);
+    } catch {
+      // Not a valid header value, so not a valid token: the route answers 401.
+    }
+  }
+  // No `signal`: Deno.serve's request signal also fires after a successful response.
+  return new Request(url, { method: request.method, headers, body: request.body });
+}
+
+/** The request's path for log lines: clipped, and never with a path token. */
+function loggedPath(request: Request): string {
+  return redactPathToken(new URL(request.url).pathname).slice(0, 200);
+}
+
+function logFailure(logger: Logger, request: Request, path: string, error: unknown): void {
   if (error instanceof HttpError) {
     if (error.status >= 500) {
       logger.error("request failed", {

@@ -9,7 +9,7 @@
 
 import type { Principal } from "../auth/token_verifier.ts";
 import { HttpError } from "../http/http_error.ts";
-import { type Status, STATUS } from "../http/status.ts";
+import { STATUS, type Status } from "../http/status.ts";
 import type { ChannelIndexer } from "../index/channel_indexer.ts";
 import type { Logger } from "../log.ts";
 import { inspectPackage } from "../package/inspect_package.ts";

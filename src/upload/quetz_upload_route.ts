@@ -1,0 +1,81 @@
+/**
+ * `POST /api/channels/<channel>/upload/<filename>?force=<bool>&sha256=<hex>`:
+ * the quetz upload protocol as `rattler-build upload quetz` speaks it.
+ *
+ * - `X-API-Key: <token>` (Bearer and Basic work too); checked before any
+ *   body byte is read.
+ * - `<channel>` must name this server's channel, else 404.
+ * - The body is the raw package, usually chunked with no `Content-Length`
+ *   and no `Content-Type`.
+ * - `sha256` is verified against the received bytes when given; a mismatch
+ *   is a 406, as quetz answers.
+ * - `force=true` replaces an existing package if the server allows it
+ *   (`--allow_overwrite`, else 403); otherwise an existing package is a 409.
+ *   rattler always sends `force=false`.
+ * - Success is a 201 with the stored package as JSON.
+ *
+ * @module
+ */
+
+import { authenticate, headerToken } from "../auth/request_credentials.ts";
+import { HttpError } from "../http/http_error.ts";
+import { pathSegments } from "../http/path_segments.ts";
+import { queryFlag } from "../http/query_flag.ts";
+import { STATUS } from "../http/status.ts";
+import { type ChannelRouteContext, checkChannelName } from "./channel_name.ts";
+import { createdResponse } from "./form_upload_route.ts";
+import { rawBody } from "./raw_upload.ts";
+
+/** Where a quetz upload goes, from its URL. */
+export interface QuetzUploadTarget {
+  /** The channel named in the URL. */
+  channel: string;
+  /** The package filename named in the URL. */
+  filename: string;
+}
+
+/**
+ * Matches `/api/channels/<channel>/upload/<filename>`; undefined for any
+ * other path.
+ *
+ * @example Usage
+ * ```ts
+ * import { matchQuetzUploadPath } from "./quetz_upload_route.ts";
+ * console.log(matchQuetzUploadPath("/api/channels/main/upload/foo-1.0-0.conda"));
+ * // { channel: "main", filename: "foo-1.0-0.conda" }
+ * ```
+ */
+export function matchQuetzUploadPath(pathname: string): QuetzUploadTarget | undefined {
+  const segments = pathSegments(pathname);
+  if (segments.length < 5 || segments[0] !== "api" || segments[1] !== "channels") {
+    return undefined;
+  }
+  if (segments.at(-2) !== "upload") return undefined;
+  return { channel: segments.slice(2, -2).join("/"), filename: segments.at(-1)! };
+}
+
+/** Handles `POST /api/channels/<channel>/upload/<filename>`. */
+export async function handleQuetzUpload(
+  request: Request,
+  context: ChannelRouteContext,
+): Promise<Response> {
+  const { uploads, verifier } = context;
+  const url = new URL(request.url);
+  const principal = await authenticate(verifier, headerToken(request.headers));
+  const target = matchQuetzUploadPath(url.pathname);
+  if (target === undefined) {
+    throw new HttpError(STATUS.NotFound, "Cannot upload: the path names no channel and file");
+  }
+  checkChannelName(target.channel, context.channelName);
+  uploads.checkFilename(target.filename);
+  const replace = queryFlag(url.searchParams, "force");
+  const sha256 = url.searchParams.get("sha256")?.trim() || undefined;
+  const stored = await uploads.accept(rawBody(request, uploads), {
+    filename: target.filename,
+    principal,
+    expectedSha256: sha256,
+    replace,
+    checksumMismatchStatus: STATUS.NotAcceptable,
+  });
+  return createdResponse(stored);
+}
