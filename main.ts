@@ -50,12 +50,18 @@ async function run(command: Command): Promise<number> {
       );
       if (development) printDevelopmentBanner(server.url, development);
       const stop = () => {
-        logger.info("shutting down");
+        logger.info("shutting down: no new uploads; waiting for running ones", {
+          deadline_s: config.shutdownMs / 1000,
+        });
         server.shutdown();
       };
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
+      if (Deno.build.os !== "windows") {
+        Deno.addSignalListener("SIGHUP", () => server.reloadTls());
+      }
       await server.finished;
+      logger.info("stopped");
       return 0;
     }
   }

@@ -11,15 +11,16 @@ import type { ChannelIndexer } from "./index/channel_indexer.ts";
 import { BuiltinIndex } from "./index/builtin_index.ts";
 import { CondaExeIndex } from "./index/conda_exe_index.ts";
 import type { Logger } from "./log.ts";
+import { Listener, type TlsPem } from "./listener.ts";
+import { AuditLog } from "./observability/audit_log.ts";
+import { Metrics } from "./observability/metrics.ts";
 import { createHandler } from "./server.ts";
+import { AuthThrottle } from "./auth/auth_throttle.ts";
+import { UploadGate } from "./upload/upload_gate.ts";
 import { ChannelStorage } from "./storage/channel_storage.ts";
-import { UploadService } from "./upload/upload_service.ts";
+import { type UploadEvents, UploadService } from "./upload/upload_service.ts";
 
-/** TLS material in PEM form, as `Deno.serve` takes it. */
-export interface TlsPem {
-  cert: string;
-  key: string;
-}
+export type { TlsPem } from "./listener.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -31,9 +32,17 @@ export interface RunningServer {
   storage: ChannelStorage;
   /** The channel's indexer. */
   indexer: ChannelIndexer;
+  /** What `/metrics` reports. */
+  metrics: Metrics;
+  /** Re-reads the certificate and key files and serves new connections with them. */
+  reloadTls(): Promise<void>;
   /** Settles when the server has stopped. */
   finished: Promise<void>;
-  /** Stops accepting connections and waits for in-flight requests. */
+  /**
+   * Stops accepting connections and uploads, lets running uploads finish
+   * within the configured deadline, then aborts the rest (their spool files
+   * are removed).
+   */
   shutdown(): Promise<void>;
   /** Same as {@linkcode RunningServer.shutdown}, for `await using`. */
   [Symbol.asyncDispose](): Promise<void>;
@@ -45,6 +54,11 @@ export interface StartOptions {
   logger: Logger;
   /** TLS material to use instead of reading `config.tls` files (dev mode, tests). */
   tls?: TlsPem;
+  /**
+   * How often the certificate and key files are checked for a change.
+   * @default {30000}
+   */
+  tlsPollMs?: number;
 }
 
 /**
@@ -81,45 +95,158 @@ export async function startApplication(
       count: leftovers.length,
     });
   }
+  const temporary = await storage.withLock(() => storage.removeLeftoverTempFiles());
+  if (temporary.length > 0) {
+    logger.warn("removed leftover temporary index files", { count: temporary.length });
+  }
+  const auditLog = config.auditLog === undefined ? undefined : new AuditLog(config.auditLog);
+  try {
+    await auditLog?.check();
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot start: cannot append to audit log ${config.auditLog}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
+  }
   const indexer = await openIndexer(config, storage, logger);
+  const metrics = new Metrics();
   const uploads = new UploadService(storage, indexer, {
     maxUploadBytes: config.maxUploadBytes,
     allowOverwrite: config.allowOverwrite,
     logger,
+    events: uploadEvents(metrics, auditLog),
   });
-  const verifier = new TokenVerifier(config.tokenHashes, config.salt);
+  const gate = new UploadGate(config.maxConcurrentUploads);
   const handler = createHandler({
     storage,
     uploads,
-    verifier,
+    verifier: new TokenVerifier(config.tokenHashes, config.salt),
     logger,
     serve: config.serve,
+    channelName: config.channelName,
+    gate,
+    throttle: new AuthThrottle(),
+    metrics,
+    bodyIdleMs: config.bodyIdleMs,
   });
-  const server = listen(config, tls, handler);
-  const port = server.addr.port;
+  let listener: Listener;
+  try {
+    listener = Listener.start({
+      hostname: config.hostname,
+      port: config.port,
+      tls,
+      handler,
+      logger,
+    });
+  } catch (error) {
+    throw listenError(error, config.port);
+  }
+  const port = listener.port;
   const scheme = tls ? "https" : "http";
   const host = config.hostname === "0.0.0.0" || config.hostname === "127.0.0.1"
     ? "localhost"
     : config.hostname.includes(":")
     ? `[${config.hostname}]`
     : config.hostname;
+  const url = `${scheme}://${host}:${port}`;
   logger.info("listening", {
-    url: `${scheme}://${host}:${port}`,
+    url,
     address: config.hostname,
     channel: config.channelRoot,
     indexer: config.condaExe ? `${config.condaExe} index` : "built-in",
     tokens: config.tokenHashes.length,
   });
-  const shutdown = () => server.shutdown();
+  const reloadTls = async () => {
+    if (!config.tls || options.tls) return;
+    try {
+      await listener.reloadTls(await readTls(config.tls));
+      logger.info("TLS certificate reloaded", { cert: config.tls.certFile });
+    } catch (error) {
+      logger.error("TLS certificate reload failed; keeping the current one", {
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
+  };
+  const stopWatching = config.tls && !options.tls
+    ? watchFiles([config.tls.certFile, config.tls.keyFile], options.tlsPollMs ?? 30_000, reloadTls)
+    : () => {};
+  let stopped: Promise<void> | undefined;
+  const shutdown = () => {
+    stopped ??= (async () => {
+      stopWatching();
+      gate.close();
+      const deadline = setTimeout(() => {
+        if (gate.inFlight > 0) {
+          logger.warn("shutdown deadline passed; aborting running uploads", {
+            uploads: gate.inFlight,
+          });
+        }
+        gate.abortRunning();
+      }, config.shutdownMs);
+      try {
+        await listener.shutdown();
+      } finally {
+        clearTimeout(deadline);
+      }
+    })();
+    return stopped;
+  };
   return {
-    url: `${scheme}://${host}:${port}`,
+    url,
     port,
     storage,
     indexer,
-    finished: server.finished,
+    metrics,
+    finished: listener.finished,
     shutdown,
+    reloadTls,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/** Feeds upload events to the metrics and the audit log. */
+function uploadEvents(metrics: Metrics, auditLog: AuditLog | undefined): UploadEvents {
+  return {
+    indexed: (seconds) => metrics.indexDuration.observe(seconds),
+    published: (stored, principal) =>
+      auditLog?.record({
+        action: stored.replaced ? "replace" : "publish",
+        subdir: stored.subdir,
+        filename: stored.filename,
+        by: principal,
+        size: stored.size,
+        sha256: stored.sha256,
+      }),
+    deleted: (subdir, filename, principal) =>
+      auditLog?.record({ action: "delete", subdir, filename, by: principal }),
+  };
+}
+
+/** Calls `onChange` when any file's size or mtime changes; returns the stop function. */
+function watchFiles(paths: string[], intervalMs: number, onChange: () => Promise<void>) {
+  const signature = async () => {
+    const parts = await Promise.all(paths.map(async (path) => {
+      const info = await Deno.stat(path).catch(() => undefined);
+      return `${info?.size}:${info?.mtime?.getTime()}`;
+    }));
+    return parts.join("|");
+  };
+  let last: string | undefined;
+  let busy = false;
+  signature().then((value) => last ??= value);
+  const timer = setInterval(async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const current = await signature();
+      if (last !== undefined && current !== last) await onChange();
+      last = current;
+    } finally {
+      busy = false;
+    }
+  }, intervalMs);
+  return () => clearInterval(timer);
 }
 
 async function openIndexer(
@@ -145,24 +272,6 @@ async function openIndexer(
     logger.warn("package left out of the index", { path: failure.path, reason: failure.reason });
   }
   return index;
-}
-
-function listen(
-  config: ServerConfig,
-  tls: TlsPem | undefined,
-  handler: ReturnType<typeof createHandler>,
-): Deno.HttpServer<Deno.NetAddr> {
-  const options = {
-    hostname: config.hostname,
-    port: config.port,
-    onListen: () => {},
-    onError: () => new Response("Internal server error\n", { status: 500 }),
-  };
-  try {
-    return tls ? Deno.serve({ ...options, ...tls }, handler) : Deno.serve(options, handler);
-  } catch (error) {
-    throw listenError(error, config.port);
-  }
 }
 
 /**

@@ -47,6 +47,14 @@ export interface ServerConfig {
   serve: boolean;
   /** Log line format. */
   logFormat: LogFormat;
+  /** Append-only audit log file, if any. */
+  auditLog?: string;
+  /** Uploads processed at once. */
+  maxConcurrentUploads: number;
+  /** Longest stall of a request body, in ms. */
+  bodyIdleMs: number;
+  /** How long running uploads may finish after SIGTERM, in ms. */
+  shutdownMs: number;
   /** Plain HTTP, for use behind a TLS-terminating proxy. */
   insecureNoTls: boolean;
   /** Development mode. */
@@ -117,11 +125,18 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
     allowOverwrite: flags.allowOverwrite,
     serve: !flags.noServe,
     logFormat,
+    maxConcurrentUploads: parseCount(
+      flags.maxConcurrentUploads ?? "16",
+      "--max_concurrent_uploads",
+    ),
+    bodyIdleMs: parseSeconds(flags.bodyTimeout ?? "60", "--body_timeout") * 1000,
+    shutdownMs: parseSeconds(flags.shutdownTimeout ?? "30", "--shutdown_timeout") * 1000,
     insecureNoTls: flags.insecureNoTls,
     dev,
   };
   if (writeDirWasSubdir !== undefined) config.writeDirWasSubdir = writeDirWasSubdir;
   if (flags.condaExe !== undefined) config.condaExe = flags.condaExe;
+  if (flags.auditLog !== undefined) config.auditLog = resolve(flags.auditLog);
   if (tls !== undefined) config.tls = tls;
   return config;
 }
@@ -129,6 +144,20 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
 function parsePort(value: string): number {
   if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) {
     throw new ConfigError(`Cannot start: port ${JSON.stringify(value)} is not a number 0-65535`);
+  }
+  return Number(value);
+}
+
+function parseCount(value: string, flag: string): number {
+  if (!/^\d{1,6}$/.test(value) || Number(value) < 1) {
+    throw new ConfigError(`Cannot start: ${flag} must be a whole number from 1, not ${value}`);
+  }
+  return Number(value);
+}
+
+function parseSeconds(value: string, flag: string): number {
+  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0 || Number(value) > 86400) {
+    throw new ConfigError(`Cannot start: ${flag} must be seconds (0 < s <= 86400), not ${value}`);
   }
   return Number(value);
 }

@@ -11,7 +11,12 @@
  * | POST | `/api/channels/<channel>/upload/<file>` | quetz |
  * | PUT | `/[<channel>/]<subdir>/<file>` | Artifactory |
  * | DELETE | `/[<channel>/]<subdir>/<file>` | delete a package |
+ * | GET | `/health`, `/metrics` | readiness (JSON), Prometheus metrics |
  * | GET, HEAD | anything else | the channel's files |
+ *
+ * Write requests (POST, PUT, DELETE) pass the failed-token throttle (429)
+ * and the concurrent upload cap (503) before anything else, and their body
+ * is cut off when it stalls (408) or when a shutdown's deadline passes (503).
  *
  * Every path may start with `/t/<token>/` (a conda token in the path); it is
  * taken out before routing, used as the token when no header carries one,
@@ -21,11 +26,15 @@
  */
 
 import { basename } from "node:path";
+import type { AuthThrottle } from "./auth/auth_throttle.ts";
 import { redactPathToken, splitPathToken } from "./auth/path_token.ts";
 import type { TokenVerifier } from "./auth/token_verifier.ts";
+import { guardBody } from "./http/guarded_body.ts";
 import { errorResponse, HttpError } from "./http/http_error.ts";
 import { STATUS } from "./http/status.ts";
 import type { Logger } from "./log.ts";
+import { healthResponse } from "./observability/health.ts";
+import type { Metrics } from "./observability/metrics.ts";
 import { serveChannel, type ServeChannelOptions } from "./serve/serve_channel.ts";
 import type { ChannelStorage } from "./storage/channel_storage.ts";
 import { handleArtifactoryUpload } from "./upload/artifactory_upload_route.ts";
@@ -36,6 +45,7 @@ import { handleLegacyUpload, isLegacyUpload } from "./upload/legacy_upload_route
 import { matchPackagePath } from "./upload/package_path.ts";
 import { handlePrefixUpload, matchPrefixUploadPath } from "./upload/prefix_upload_route.ts";
 import { handleQuetzUpload, matchQuetzUploadPath } from "./upload/quetz_upload_route.ts";
+import type { UploadGate } from "./upload/upload_gate.ts";
 import type { UploadService } from "./upload/upload_service.ts";
 
 /** What the handler needs. */
@@ -57,7 +67,17 @@ export interface HandlerContext {
    * @default {basename(storage.root)}
    */
   channelName?: string;
+  /** Admission and shutdown drain of write requests. */
+  gate: UploadGate;
+  /** Failed-token slow-down per client address. */
+  throttle: AuthThrottle;
+  /** What `/metrics` reports. */
+  metrics: Metrics;
+  /** Longest wait for the next chunk of a request body, in ms. */
+  bodyIdleMs: number;
 }
+
+const WRITE_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "DELETE"]);
 
 /** A request handler as `Deno.serve` takes it. */
 export type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response>;
@@ -71,13 +91,18 @@ export function createHandler(context: HandlerContext): Handler {
   return async (request, info) => {
     const started = performance.now();
     const path = loggedPath(request);
+    const client = remoteAddress(info) ?? "unknown";
+    const write = WRITE_METHODS.has(request.method);
     let response: Response;
     try {
-      response = await route(withoutPathToken(request), routeContext);
+      response = write
+        ? await handleWrite(request, client, routeContext)
+        : await route(withoutPathToken(request), routeContext);
     } catch (error) {
       response = errorResponse(error);
       logFailure(context.logger, request, path, error);
     }
+    if (write) countWrite(request, response, client, started, context);
     context.logger.info("request", {
       method: request.method,
       path,
@@ -91,6 +116,51 @@ export function createHandler(context: HandlerContext): Handler {
 }
 
 type RouteContext = HandlerContext & ChannelRouteContext;
+
+async function handleWrite(
+  request: Request,
+  client: string,
+  context: RouteContext,
+): Promise<Response> {
+  context.throttle.check(client);
+  const release = context.gate.enter();
+  context.metrics.uploadsInFlight = context.gate.inFlight;
+  try {
+    const guarded = request.body === null ? request : new Request(request.url, {
+      method: request.method,
+      headers: request.headers,
+      body: guardBody(request.body, {
+        idleMs: context.bodyIdleMs,
+        signal: context.gate.signal,
+        onBytes: (bytes) => context.metrics.bytesReceived += bytes,
+      }),
+    });
+    return await route(withoutPathToken(guarded), context);
+  } finally {
+    release();
+    context.metrics.uploadsInFlight = context.gate.inFlight;
+  }
+}
+
+function countWrite(
+  request: Request,
+  response: Response,
+  client: string,
+  started: number,
+  context: HandlerContext,
+): void {
+  const { metrics } = context;
+  if (response.status === STATUS.Unauthorized) {
+    metrics.failedAuth++;
+    context.throttle.fail(client);
+  }
+  if (request.method === "DELETE") {
+    if (response.ok) metrics.deletes++;
+    return;
+  }
+  metrics.countUpload(response.ok ? "stored" : String(response.status));
+  metrics.uploadDuration.observe((performance.now() - started) / 1000);
+}
 
 async function route(request: Request, context: RouteContext): Promise<Response> {
   const { pathname } = new URL(request.url);
@@ -115,6 +185,17 @@ async function route(request: Request, context: RouteContext): Promise<Response>
   }
   if (method === "DELETE" && matchPackagePath(pathname) !== undefined) {
     return await handleDelete(request, context);
+  }
+  if (method === "GET" && pathname === "/health") {
+    return await healthResponse(context.storage, context.gate.inFlight);
+  }
+  if (method === "GET" && pathname === "/metrics") {
+    return new Response(context.metrics.render(), {
+      headers: {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+        "cache-control": "no-store",
+      },
+    });
   }
   if (method === "GET" || method === "HEAD") {
     if (!context.serve) {

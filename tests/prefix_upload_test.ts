@@ -11,6 +11,9 @@ import { hashToken } from "../src/auth/token_hash.ts";
 import { TokenVerifier } from "../src/auth/token_verifier.ts";
 import { BuiltinIndex } from "../src/index/builtin_index.ts";
 import { silentLogger } from "../src/log.ts";
+import { AuthThrottle } from "../src/auth/auth_throttle.ts";
+import { Metrics } from "../src/observability/metrics.ts";
+import { UploadGate } from "../src/upload/upload_gate.ts";
 import { createHandler } from "../src/server.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { UploadService } from "../src/upload/upload_service.ts";
@@ -321,6 +324,10 @@ Deno.test("POST /api/v1/upload/<channel> takes a channel name with slashes (--ch
       logger: silentLogger,
       serve: true,
       channelName: "team/main",
+      gate: new UploadGate(4),
+      throttle: new AuthThrottle(),
+      metrics: new Metrics(),
+      bodyIdleMs: 10_000,
     });
     const info = {
       remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },

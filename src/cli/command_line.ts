@@ -75,6 +75,26 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     help: "channel name in upload URLs such as /api/v1/upload/NAME (default: root's basename)",
   },
   log_format: { type: "string", value: "text|json", help: "log line format (default text)" },
+  audit_log: {
+    type: "string",
+    value: "FILE",
+    help: "append one JSON line per publish, replace and delete to FILE",
+  },
+  max_concurrent_uploads: {
+    type: "string",
+    value: "N",
+    help: "uploads processed at once; more get 503 with Retry-After (default 16)",
+  },
+  body_timeout: {
+    type: "string",
+    value: "SECONDS",
+    help: "cut off an upload whose body stalls this long (default 60)",
+  },
+  shutdown_timeout: {
+    type: "string",
+    value: "SECONDS",
+    help: "on SIGTERM/SIGINT, let running uploads finish this long, then abort them (default 30)",
+  },
   insecure_no_tls: {
     type: "boolean",
     help: "serve plain HTTP (only behind a TLS-terminating proxy)",
@@ -112,6 +132,10 @@ export interface ServerFlags {
   noServe: boolean;
   channelName?: string;
   logFormat?: string;
+  auditLog?: string;
+  maxConcurrentUploads?: string;
+  bodyTimeout?: string;
+  shutdownTimeout?: string;
   insecureNoTls: boolean;
   dev: boolean;
 }
@@ -179,6 +203,10 @@ function parseServe(args: readonly string[], env: Readonly<Record<string, string
   assign(flags, "maxUploadSize", string("max_upload_size"));
   assign(flags, "channelName", string("channel_name"));
   assign(flags, "logFormat", string("log_format"));
+  assign(flags, "auditLog", string("audit_log"));
+  assign(flags, "maxConcurrentUploads", string("max_concurrent_uploads"));
+  assign(flags, "bodyTimeout", string("body_timeout"));
+  assign(flags, "shutdownTimeout", string("shutdown_timeout"));
   return { kind: "serve", flags };
 }
 

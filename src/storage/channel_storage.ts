@@ -127,6 +127,35 @@ export class ChannelStorage {
     return join(this.root, ...segments);
   }
 
+  /** Throws when the channel cannot be written (a probe file in the spool area). */
+  async checkWritable(): Promise<void> {
+    const probe = join(this.#spoolDir, `.probe-${crypto.randomUUID()}`);
+    await Deno.writeFile(probe, new Uint8Array(), { createNew: true });
+    await Deno.remove(probe);
+  }
+
+  /**
+   * Removes temporary index files (`.<name>.<uuid>.tmp`) left in the channel
+   * root and its subdirs by an interrupted atomic write; returns their paths.
+   * Call it while holding {@linkcode withLock}, since writers hold the lock.
+   */
+  async removeLeftoverTempFiles(): Promise<string[]> {
+    const removed: string[] = [];
+    const sweep = async (directory: string, prefix: string) => {
+      for await (const entry of Deno.readDir(directory)) {
+        if (entry.isFile && entry.name.startsWith(".") && entry.name.endsWith(".tmp")) {
+          await Deno.remove(join(directory, entry.name)).catch(() => {});
+          removed.push(prefix + entry.name);
+        }
+      }
+    };
+    await sweep(this.root, "");
+    for (const name of await this.listDirectories()) {
+      await sweep(join(this.root, name), `${name}/`);
+    }
+    return removed;
+  }
+
   /** Creates a new, empty spool file for one upload. */
   async createSpoolFile(): Promise<SpoolFile> {
     const path = join(this.#spoolDir, `${Date.now()}-${crypto.randomUUID()}.part`);

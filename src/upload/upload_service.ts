@@ -27,6 +27,18 @@ export interface UploadServiceOptions {
   allowOverwrite: boolean;
   /** Where upload lines go. */
   logger: Logger;
+  /** Told of every publish, delete and index update (audit log, metrics). */
+  events?: UploadEvents;
+}
+
+/** What {@linkcode UploadService} reports as it works. */
+export interface UploadEvents {
+  /** A package was published or replaced; awaited before the client is answered. */
+  published?(stored: StoredPackage, principal: Principal): Promise<void> | void;
+  /** A package was deleted; awaited before the client is answered. */
+  deleted?(subdir: string, filename: string, principal: Principal): Promise<void> | void;
+  /** The index took `seconds` to take in an upload. */
+  indexed?(seconds: number): void;
 }
 
 /** An artifact received completely into its spool file. */
@@ -147,6 +159,7 @@ export class UploadService {
     const unindexed = await this.#indexer.remove(subdir, filename);
     if (removed || unindexed) {
       this.#options.logger.info("deleted", { package: filename, subdir, by: principal });
+      await this.#report(() => this.#options.events?.deleted?.(subdir, filename, principal));
     }
     return removed || unindexed;
   }
@@ -190,8 +203,10 @@ export class UploadService {
       throw error;
     }
     const source = { filename, metadata, ...digestOf(artifact) };
+    const indexStarted = performance.now();
     try {
       await this.#indexer.add(source);
+      this.#options.events?.indexed?.((performance.now() - indexStarted) / 1000);
     } catch (error) {
       if (!replace) await this.#storage.removePackage(metadata.subdir, filename);
       this.#options.logger.error("index failed, package taken back out", {
@@ -212,7 +227,7 @@ export class UploadService {
       sha256: artifact.sha256,
       by: request.principal,
     });
-    return {
+    const stored: StoredPackage = {
       name: metadata.name,
       version: metadata.version,
       build: metadata.build,
@@ -223,6 +238,19 @@ export class UploadService {
       md5: artifact.md5,
       replaced: replace && exists,
     };
+    await this.#report(() => this.#options.events?.published?.(stored, request.principal));
+    return stored;
+  }
+
+  /** Runs an event hook; a failing hook is logged, never fails the request. */
+  async #report(hook: () => Promise<void> | void): Promise<void> {
+    try {
+      await hook();
+    } catch (error) {
+      this.#options.logger.error("event hook failed", {
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
   }
 }
 
