@@ -673,17 +673,20 @@ test("serveChannel() escapes everything it puts in the overview", async () => {
   assert.ok(!configuredHtml.includes(ORIGIN));
 });
 
-test("serveChannel() serves a subdir's index.html for /<subdir>/ and /<subdir>", async () => {
+test("serveChannel() serves a subdir's index.html for /<subdir>/ and redirects /<subdir> there", async () => {
   await using channel = await makeChannel();
   const expected = fileOf(channel, "linux-64/index.html");
-  for (const path of ["/linux-64/", "/linux-64"]) {
+  const redirect = await serveChannel(request("/linux-64"), channel.storage);
+  assert.equal(redirect.status, STATUS.MovedPermanently);
+  assert.equal(redirect.headers.get("location"), "/linux-64/");
+  for (const path of ["/linux-64/"]) {
     const response = await serveChannel(request(path), channel.storage);
     assert.equal(response.status, STATUS.OK, path);
     assert.equal(response.headers.get("content-type"), "text/html; charset=utf-8");
     assert.equal(response.headers.get("etag"), identityTag(expected.length));
     assert.deepEqual(await bytesOf(response), expected, path);
   }
-  for (const path of ["/noarch/", "/noarch", "/linux-64/repodata.json/", "/missing/", "/stuff/"]) {
+  for (const path of ["/noarch/", "/linux-64/repodata.json/", "/missing/", "/stuff/"]) {
     await assertNotFound(await respond(channel, path), path);
   }
 });

@@ -10,6 +10,7 @@ export const STATUS = {
   Created: 201,
   NoContent: 204,
   PartialContent: 206,
+  MovedPermanently: 301,
   NotModified: 304,
   BadRequest: 400,
   Unauthorized: 401,

@@ -132,6 +132,13 @@ export async function serveChannel(
     if (response) return response;
   }
   if (await storage.isDirectory(relative)) {
+    if (!directoryRequest) {
+      // Relative links in index.html need the trailing slash.
+      return new Response(null, {
+        status: STATUS.MovedPermanently,
+        headers: { location: `/${encodeURI(relative)}/` },
+      });
+    }
     const response = await serveFile(
       request,
       storage,

@@ -280,10 +280,16 @@ export class ChannelStorage {
     return { file, entry: toEntry(basename(relative), info) };
   }
 
-  /** Reads a whole (small) channel file, or returns undefined when it does not exist. */
+  /**
+   * Reads a whole (small) channel file, or returns undefined when it does not
+   * exist (or is a symlink leading out of the channel).
+   */
   async readFile(relative: string): Promise<Uint8Array | undefined> {
+    checked(relative);
+    const absolute = await this.#servablePath(relative);
+    if (absolute === undefined) return undefined;
     try {
-      return await Deno.readFile(this.#absolute(checked(relative)));
+      return await Deno.readFile(absolute);
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return undefined;
       throw error;
