@@ -41,14 +41,18 @@ async function run(command: Command): Promise<number> {
       return report.failed.length > 0 ? 3 : 0;
     }
     case "serve": {
-      const development = command.flags.dev ? await prepareDevelopment(command.flags) : undefined;
+      // Loaded only for --dev: the X.509 builder costs memory a production server does not need.
+      const developmentModule = command.flags.dev
+        ? await import("./src/cli/development.ts")
+        : undefined;
+      const development = await developmentModule?.prepareDevelopment(command.flags);
       const config = await resolveServerConfig(development?.flags ?? command.flags);
       const logger = createLogger({ format: config.logFormat });
       const server = await startApplication(
         config,
         development ? { logger, tls: development.tls } : { logger },
       );
-      if (development) printDevelopmentBanner(server.url, development);
+      if (development) developmentModule?.printDevelopmentBanner(server.url, development);
       const stop = () => {
         logger.info("shutting down: no new uploads; waiting for running ones", {
           deadline_s: config.shutdownMs / 1000,

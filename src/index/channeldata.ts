@@ -12,7 +12,7 @@
  * @module
  */
 
-import { Version } from "@conda-org/rattler";
+import { compareCondaVersions } from "../package/conda_version.ts";
 import type { JsonObject } from "../package/package_metadata.ts";
 import { canonicalJson } from "./repodata_record.ts";
 import type { IndexedPackage } from "./subdir_index.ts";
@@ -208,29 +208,10 @@ function _packageData(pkg: IndexedPackage): JsonObject {
 
 /** Rank of each version string in conda's version order (higher is newer). */
 function _versionRanks(versions: string[]): Map<string, number> {
-  const unique = [...new Set(versions)];
-  const parsed = new Map<string, Version | undefined>();
-  try {
-    for (const version of unique) parsed.set(version, _parseVersion(version));
-    unique.sort((a, b) => {
-      const va = parsed.get(a);
-      const vb = parsed.get(b);
-      if (va && vb) return va.compare(vb) || (a < b ? -1 : a > b ? 1 : 0);
-      if (va || vb) return va ? 1 : -1; // unparsable versions sort oldest
-      return a < b ? -1 : a > b ? 1 : 0;
-    });
-  } finally {
-    for (const version of parsed.values()) version?.free();
-  }
+  const unique = [...new Set(versions)].sort((a, b) =>
+    compareCondaVersions(a, b) || (a < b ? -1 : a > b ? 1 : 0)
+  );
   return new Map(unique.map((version, index) => [version, index]));
-}
-
-function _parseVersion(version: string): Version | undefined {
-  try {
-    return new Version(version);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Python's truthiness of a JSON value. */
