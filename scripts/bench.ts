@@ -1,0 +1,234 @@
+/**
+ * The benchmark: measures our server, run as a child process over real TLS
+ * on 127.0.0.1, against reference programs measured by this same script in
+ * the same run, and prints one markdown table (also written to
+ * `bench-results/latest.md` and, for a complete full run, to
+ * `docs/benchmarks.md`).
+ *
+ * ```sh
+ * deno task bench            # full run, about 15 minutes on 2 cores
+ * deno task bench --quick    # smoke run, about 3 minutes
+ * deno task bench --only=large,small --profile   # some sections, with CPU profiles
+ * ```
+ *
+ * Sections: `inspect` (6), `index` (4), `large` (1, 2), `small` (3),
+ * `startup` (5). With `--profile` every server of ours runs with
+ * `--cpu-prof` (which slows it: the figures of such a run are not
+ * comparable) and the top functions are printed per section.
+ *
+ * @module
+ */
+
+import { join, relative } from "node:path";
+import { parseArgs } from "node:util";
+import { generateToken, hashToken } from "../src/auth/token_hash.ts";
+import { createSelfSignedCertificate } from "../src/tls/self_signed_certificate.ts";
+import {
+  type BenchContext,
+  countLabel,
+  FULL_PLAN,
+  QUICK_PLAN,
+  removeAll,
+} from "./bench/bench_context.ts";
+import { REPO_ROOT } from "./bench/bench_process.ts";
+import { buildChannelTemplate, type ChannelTemplate } from "./bench/channel_template.ts";
+import { formatSummary, summariseProfiles } from "./bench/cpu_profile_summary.ts";
+import { benchIndexLatency } from "./bench/index_latency.ts";
+import { benchInspection } from "./bench/inspection_cost.ts";
+import { benchLargeUploads } from "./bench/large_uploads.ts";
+import { type BenchHeader, renderMarkdown } from "./bench/report_table.ts";
+import { benchSmallUploads } from "./bench/small_uploads.ts";
+import { benchStartup } from "./bench/startup_time.ts";
+
+const SECTIONS = ["inspect", "index", "large", "small", "startup"] as const;
+type Section = typeof SECTIONS[number];
+
+async function _cpuModel(): Promise<string> {
+  const text = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  return /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? "unknown";
+}
+
+async function _curlVersion(): Promise<string> {
+  const output = await new Deno.Command("curl", { args: ["--version"], stdout: "piped" }).output();
+  return new TextDecoder().decode(output.stdout).split(" ", 2)[1] ?? "unknown";
+}
+
+function _loadAverage(): string {
+  return Deno.loadavg().map((value) => value.toFixed(2)).join(" ");
+}
+
+function _parseSections(value: string | undefined): Set<Section> {
+  if (value === undefined) return new Set(SECTIONS);
+  const wanted = new Set<Section>();
+  for (const name of value.split(",")) {
+    if (!(SECTIONS as readonly string[]).includes(name)) {
+      throw new Error(`Cannot run section ${JSON.stringify(name)}: not one of ${SECTIONS}`);
+    }
+    wanted.add(name as Section);
+  }
+  return wanted;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      only: { type: "string" },
+      profile: { type: "boolean", default: false },
+    },
+  });
+  const plan = values.quick ? QUICK_PLAN : FULL_PLAN;
+  const sections = _parseSections(values.only);
+  const began = performance.now();
+  const startLoad = _loadAverage();
+  const tmp = await Deno.makeTempDir({ prefix: "auh-bench-" });
+  const resultsDir = join(REPO_ROOT, "bench-results");
+  const profileDir = values.profile ? join(resultsDir, "profiles") : undefined;
+  if (profileDir !== undefined) await removeAll(profileDir);
+  const cleanUp = () => {
+    try {
+      Deno.removeSync(tmp, { recursive: true });
+    } catch {
+      // already gone
+    }
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", cleanUp);
+  try {
+    const pem = await createSelfSignedCertificate({ hosts: ["localhost", "127.0.0.1"] });
+    const tls = {
+      certFile: join(tmp, "cert.pem"),
+      keyFile: join(tmp, "key.pem"),
+      caFile: join(tmp, "ca.pem"),
+      caPem: pem.ca,
+    };
+    await Deno.writeTextFile(tls.certFile, pem.cert);
+    await Deno.writeTextFile(tls.keyFile, pem.key, { mode: 0o600 });
+    await Deno.writeTextFile(tls.caFile, pem.ca);
+    const token = generateToken();
+    const context: BenchContext = {
+      plan,
+      tmp,
+      tls,
+      token,
+      tokenHash: await hashToken(token),
+      rows: [],
+      notes: [],
+      profileDir,
+      progress: (message) => {
+        const seconds = ((performance.now() - began) / 1000).toFixed(0).padStart(4);
+        console.error(`[${seconds} s] ${message}`);
+      },
+    };
+
+    if (sections.has("inspect")) await benchInspection(context);
+    if (sections.has("index")) await benchIndexLatency(context);
+    if (sections.has("large")) await benchLargeUploads(context);
+    if (sections.has("small") || sections.has("startup")) {
+      const templates: ChannelTemplate[] = [];
+      for (const count of plan.channelSizes) {
+        if (!sections.has("small") && count !== Math.max(...plan.channelSizes)) continue;
+        context.progress(`building a channel of ${countLabel(count)} packages`);
+        templates.push(await buildChannelTemplate(join(tmp, `template-${count}`), count));
+      }
+      if (sections.has("small")) await benchSmallUploads(context, templates);
+      if (sections.has("startup")) {
+        const largest = templates.reduce((a, b) => a.count >= b.count ? a : b);
+        await benchStartup(context, largest);
+      }
+    }
+
+    const minutes = (performance.now() - began) / 60_000;
+    const header: BenchHeader = {
+      title: "artifact-upload-handler benchmark",
+      facts: [
+        ["date", new Date().toISOString()],
+        [
+          "machine",
+          `${navigator.hardwareConcurrency} CPUs (nproc), ${await _cpuModel()}, ${
+            (Deno.systemMemoryInfo().total / 1024 ** 3).toFixed(1)
+          } GiB RAM, Linux ${Deno.osRelease()}`,
+        ],
+        ["deno", `${Deno.version.deno} (V8 ${Deno.version.v8}); curl ${await _curlVersion()}`],
+        [
+          "mode",
+          `${plan.name}${values.only ? ` (only ${values.only})` : ""}${
+            values.profile ? ", with --cpu-prof (figures skewed)" : ""
+          }; took ${minutes.toFixed(1)} min`,
+        ],
+        [
+          "runs (each figure is the median)",
+          `large uploads ${plan.largeRuns} per size; small uploads ${plan.smallRuns} × ${plan.smallUploads} uploads per setting; -e ${plan.condaExeRuns} × ${plan.condaExeUploads}; index add() ${plan.indexAdds} per size; start-up ${plan.startupRuns}; index rebuild ${plan.rebuildRuns}; inspection ${plan.inspectRuns}`,
+        ],
+        ["load average (1 5 15 min)", `${startLoad} at start, ${_loadAverage()} at end`],
+      ],
+      notes: [
+        "ratio = ours ÷ reference; every reference is measured by this script in the same run.",
+        "1: reference = scripts/bench/reference_server.ts --mode hash (Deno.serve over TLS, streams the raw body to a file with sha256 + md5, fsync). MB/s = 10^6 bytes of the file per second of curl's time_total; curl --http1.1 without Expect, one fresh server per run.",
+        "2: VmHWM of the server process (fresh per run); reference = the reference server's VmHWM.",
+        "3: ~100 KiB .conda packages by keep-alive Deno fetch clients (HTTP/1.1, one connection each, warmed up); reference = reference_server.ts --mode store (Request.formData(), token check, write + fsync, no hashing, inspection or index). Each run starts from a fresh copy of the channel. -e uses a stand-in `conda` script that sleeps 300 ms.",
+        "4: BuiltinIndex.add() in process (resolves once repodata.json, .zst, index.html and channeldata.json are written); reference = one atomic write (write, fsync, rename) of the same repodata.json.",
+        "5: start-up = spawn of `deno run main.ts` to its `listening` line (reconcile trusted every package); reference = spawn to listening of the reference server. Rebuild = `main.ts index` after deleting repodata.json; reference = scripts/bench/reference_digest.ts (read + sha256 + md5 of every package).",
+        "6: inspectPackage() in process, warm page cache.",
+        "Other work may share the machine while this runs: trust the ratios more than the absolute figures.",
+        "Written by `deno task bench` (scripts/bench.ts): a full run writes this file and bench-results/latest.md, `--quick` only the latter.",
+      ],
+    };
+    // One row order whatever the order the sections ran in: by measurement number.
+    const section = (what: string) => Number(/^(\d+)\./.exec(what)?.[1] ?? 99);
+    const rows = [...context.rows].sort((a, b) => section(a.what) - section(b.what));
+    const latest = join(resultsDir, "latest.md");
+    const written = [latest];
+    await Deno.mkdir(resultsDir, { recursive: true });
+    await Deno.writeTextFile(latest, renderMarkdown(header, rows));
+    if (plan === FULL_PLAN && values.only === undefined && !values.profile) {
+      const docs = join(REPO_ROOT, "docs", "benchmarks.md");
+      await Deno.mkdir(join(REPO_ROOT, "docs"), { recursive: true });
+      await Deno.copyFile(latest, docs);
+      written.push(docs);
+    }
+    await _format(written);
+    console.log(await Deno.readTextFile(latest));
+    console.error(
+      `written: ${written.map((path) => relative(REPO_ROOT, path)).join(", ")}${
+        written.length === 1 ? " (docs/benchmarks.md only by a complete full run)" : ""
+      }`,
+    );
+    if (profileDir !== undefined) await _printProfiles(profileDir);
+  } finally {
+    Deno.removeSignalListener("SIGINT", cleanUp);
+    await removeAll(tmp);
+  }
+}
+
+/** Formats the written markdown as `deno fmt` would, so that `deno fmt --check` passes. */
+async function _format(paths: string[]): Promise<void> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", "--config", join(REPO_ROOT, "deno.json"), ...paths],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!output.success) {
+    throw new Error(`Cannot format ${paths}: ${new TextDecoder().decode(output.stderr).trim()}`);
+  }
+}
+
+/** Prints the top functions of the profiles, grouped by section prefix. */
+async function _printProfiles(profileDir: string): Promise<void> {
+  const groups = new Map<string, string[]>();
+  for await (const entry of Deno.readDir(profileDir)) {
+    const group = entry.name.replace(/-run\d+$/, "");
+    groups.set(group, [...groups.get(group) ?? [], entry.name]);
+  }
+  for (const [group, dirs] of [...groups].sort()) {
+    const merged = join(profileDir, `_${group}`);
+    await Deno.mkdir(merged, { recursive: true });
+    for (const dir of dirs) await Deno.rename(join(profileDir, dir), join(merged, dir));
+    const summary = await summariseProfiles(merged, REPO_ROOT);
+    console.log(`\n## CPU profile of our server: ${group} (${dirs.length} runs)\n`);
+    console.log("```\n" + formatSummary(summary, 20) + "\n```");
+  }
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,277 @@
+/**
+ * Measurement 3: many small uploads (about 100 KiB each) with 1 and 8
+ * concurrent keep-alive clients into a subdir that already holds a few or
+ * many packages, against the reference server that stores the file without
+ * inspection or index; and the `-e` path with a stand-in `conda` that
+ * sleeps 300 ms, where concurrent uploads should share `conda index` runs.
+ *
+ * Every run starts on a fresh copy of the pre-populated channel.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { buildPackage, packageFilename } from "../../tests/helpers/conda_package.ts";
+import { type BenchContext, copyTree, countLabel, removeAll } from "./bench_context.ts";
+import { type BenchServer, startOurServer, startReferenceServer } from "./bench_process.ts";
+import type { ChannelTemplate } from "./channel_template.ts";
+import { figure, percent, times } from "./report_table.ts";
+import { median, percentile } from "./stats.ts";
+import { type UploadItem, uploadMany } from "./upload_clients.ts";
+
+const PAYLOAD_BYTES = 100 * 1024;
+const CONCURRENCIES = [1, 8] as const;
+/** Share of the reference's uploads/s: at the smallest channel, and at the largest. */
+const TARGET_SMALL_CHANNEL = 0.5;
+const TARGET_LARGE_CHANNEL = 0.25;
+/** `-e`: most `conda index` runs per upload that counts as "far fewer". */
+const CONDA_RUNS_PER_UPLOAD_TARGET = 0.25;
+const CONDA_SLEEP_SECONDS = 0.3;
+
+interface _Run {
+  perSecond: number;
+  p50: number;
+  p99: number;
+}
+
+/** Builds `count` distinct ~100 KiB `.conda` packages in memory. */
+export async function buildSmallPackages(count: number): Promise<UploadItem[]> {
+  const payload = new Uint8Array(PAYLOAD_BYTES);
+  for (let at = 0; at < payload.length; at += 65536) {
+    crypto.getRandomValues(payload.subarray(at, Math.min(at + 65536, payload.length)));
+  }
+  const items: UploadItem[] = [];
+  for (let i = 0; i < count; i++) {
+    const spec = { name: `bench-upload-${i}`, version: "1.0", files: { "lib/data.bin": payload } };
+    items.push({ filename: packageFilename(spec), bytes: await buildPackage(spec) });
+  }
+  return items;
+}
+
+/** Measures every channel size × concurrency of the plan, then `-e`; adds their rows. */
+export async function benchSmallUploads(
+  context: BenchContext,
+  templates: readonly ChannelTemplate[],
+): Promise<void> {
+  const { plan } = context;
+  context.progress(`small uploads: building ${plan.smallUploads} packages`);
+  const items = await buildSmallPackages(plan.smallUploads);
+  const smallest = Math.min(...templates.map((template) => template.count));
+  let referenceAtEight: number | undefined;
+  for (const template of templates) {
+    for (const concurrency of CONCURRENCIES) {
+      const ours: _Run[] = [];
+      const reference: _Run[] = [];
+      for (let run = 0; run < plan.smallRuns; run++) {
+        reference.push(await _referenceRun(context, template, items, concurrency));
+        ours.push(
+          await _ourRun(context, template, items, concurrency, {
+            check: run === 0,
+            label: `small-${template.count}pkgs-${concurrency}c-run${run}`,
+          }),
+        );
+        context.progress(
+          `small uploads ${template.count} pkgs, ${concurrency} clients, run ${
+            run + 1
+          }/${plan.smallRuns}: ours ${ours.at(-1)!.perSecond.toFixed(0)}/s, reference ${
+            reference.at(-1)!.perSecond.toFixed(0)
+          }/s`,
+        );
+      }
+      const oursRate = median(ours.map((run) => run.perSecond));
+      const referenceRate = median(reference.map((run) => run.perSecond));
+      if (template.count === smallest && concurrency === 8) referenceAtEight = referenceRate;
+      const target = template.count === smallest ? TARGET_SMALL_CHANNEL : TARGET_LARGE_CHANNEL;
+      const setting = `${items.length} × 100 KiB into ${
+        countLabel(template.count)
+      } pkgs, ${concurrency} client${concurrency > 1 ? "s" : ""}`;
+      context.rows.push({
+        what: `3. uploads/s, ${setting}`,
+        ours: figure(oursRate, "/s"),
+        reference: figure(referenceRate, "/s"),
+        ratio: percent(oursRate / referenceRate),
+        target: `≥ ${percent(target)}`,
+        met: oursRate / referenceRate >= target,
+      });
+      const oursP50 = median(ours.map((run) => run.p50));
+      const oursP99 = median(ours.map((run) => run.p99));
+      const referenceP50 = median(reference.map((run) => run.p50));
+      const referenceP99 = median(reference.map((run) => run.p99));
+      context.rows.push({
+        what: `3. latency p50 / p99, ${setting}`,
+        ours: `${oursP50.toFixed(1)} / ${oursP99.toFixed(1)} ms`,
+        reference: `${referenceP50.toFixed(1)} / ${referenceP99.toFixed(1)} ms`,
+        ratio: `${times(oursP50 / referenceP50)} / ${times(oursP99 / referenceP99)}`,
+        target: "—",
+        met: undefined,
+      });
+    }
+  }
+  const template = templates.find((template) => template.count === smallest)!;
+  await _benchCondaExe(context, template, items.slice(0, plan.condaExeUploads), referenceAtEight);
+}
+
+async function _uploadRun(
+  server: BenchServer,
+  context: BenchContext,
+  items: readonly UploadItem[],
+  concurrency: number,
+): Promise<_Run> {
+  let result;
+  try {
+    result = await uploadMany(server.url, items, {
+      concurrency,
+      token: context.token,
+      caPem: context.tls.caPem,
+    });
+  } catch (error) {
+    throw new Error(
+      `${error instanceof Error ? error.message : String(error)}; server log:\n${
+        server.lines.slice(-10).join("\n")
+      }`,
+    );
+  }
+  return {
+    perSecond: items.length / result.seconds,
+    p50: percentile(result.latenciesMs, 50),
+    p99: percentile(result.latenciesMs, 99),
+  };
+}
+
+async function _referenceRun(
+  context: BenchContext,
+  template: ChannelTemplate,
+  items: readonly UploadItem[],
+  concurrency: number,
+): Promise<_Run> {
+  const copy = join(context.tmp, "reference-channel");
+  await copyTree(template.root, copy);
+  try {
+    const server = await startReferenceServer(join(copy, "linux-64"), {
+      mode: "store",
+      tls: context.tls,
+      token: context.token,
+    });
+    try {
+      return await _uploadRun(server, context, items, concurrency);
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await removeAll(copy);
+  }
+}
+
+async function _ourRun(
+  context: BenchContext,
+  template: ChannelTemplate,
+  items: readonly UploadItem[],
+  concurrency: number,
+  options: { check: boolean; label: string },
+): Promise<_Run> {
+  const channel = join(context.tmp, "channel");
+  await copyTree(template.root, channel);
+  try {
+    const server = await startOurServer(channel, {
+      tls: context.tls,
+      tokenHash: context.tokenHash,
+      ...(context.profileDir === undefined
+        ? {}
+        : { cpuProfDir: join(context.profileDir, options.label) }),
+    });
+    try {
+      _checkTrusted(server, template);
+      const run = await _uploadRun(server, context, items, concurrency);
+      if (options.check) await _checkIndexed(server, context, template.count + items.length);
+      return run;
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await removeAll(channel);
+  }
+}
+
+/** Start-up must have trusted every package of the copied channel. */
+function _checkTrusted(server: BenchServer, template: ChannelTemplate): void {
+  const line = server.lines.find((line) => /\bindex reconciled\b/.test(line)) ?? "";
+  if (!new RegExp(`\\bunchanged=${template.count}\\b`).test(line)) {
+    throw new Error(`Cannot use the copied channel: start-up re-read packages: ${line}`);
+  }
+}
+
+/** The served `linux-64/repodata.json` must hold every package. */
+async function _checkIndexed(
+  server: BenchServer,
+  context: BenchContext,
+  expected: number,
+): Promise<void> {
+  using client = Deno.createHttpClient({ caCerts: [context.tls.caPem] });
+  const response = await fetch(`${server.url}/linux-64/repodata.json`, { client });
+  const repodata = await response.json() as Record<string, Record<string, unknown> | undefined>;
+  const count = Object.keys(repodata["packages.conda"] ?? {}).length +
+    Object.keys(repodata["packages"] ?? {}).length;
+  if (count !== expected) {
+    throw new Error(`Cannot find every upload in repodata.json: ${count} of ${expected}`);
+  }
+}
+
+async function _benchCondaExe(
+  context: BenchContext,
+  template: ChannelTemplate,
+  items: readonly UploadItem[],
+  referenceRate: number | undefined,
+): Promise<void> {
+  const condaExe = join(context.tmp, "stand-in-conda");
+  await Deno.writeTextFile(condaExe, `#!/bin/sh\nsleep ${CONDA_SLEEP_SECONDS}\n`);
+  await Deno.chmod(condaExe, 0o755);
+  const rates: number[] = [];
+  const runsPerUpload: number[] = [];
+  for (let run = 0; run < context.plan.condaExeRuns; run++) {
+    const channel = join(context.tmp, "channel");
+    await copyTree(template.root, channel);
+    try {
+      const server = await startOurServer(channel, {
+        tls: context.tls,
+        tokenHash: context.tokenHash,
+        condaExe,
+      });
+      try {
+        const result = await _uploadRun(server, context, items, 8);
+        const condaRuns = server.lines.filter((line) => /\bconda index done\b/.test(line)).length;
+        rates.push(result.perSecond);
+        runsPerUpload.push(condaRuns / items.length);
+        context.progress(
+          `-e run ${run + 1}/${context.plan.condaExeRuns}: ${
+            result.perSecond.toFixed(1)
+          }/s, ${condaRuns} conda runs for ${items.length} uploads`,
+        );
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      await removeAll(channel);
+    }
+  }
+  const rate = median(rates);
+  const share = median(runsPerUpload);
+  const ideal = 8 / CONDA_SLEEP_SECONDS;
+  context.rows.push({
+    what: `3. uploads/s with -e (conda sleeps ${
+      CONDA_SLEEP_SECONDS * 1000
+    } ms), ${items.length} uploads, 8 clients`,
+    ours: figure(rate, "/s"),
+    reference: referenceRate === undefined ? "—" : figure(referenceRate, "/s"),
+    ratio: referenceRate === undefined ? "—" : percent(rate / referenceRate),
+    target: `— (one run per 8: ≤ ${ideal.toFixed(1)}/s)`,
+    met: undefined,
+  });
+  context.rows.push({
+    what: `3. conda index runs per upload with -e, 8 clients`,
+    ours: `${Math.round(share * items.length)} runs / ${items.length} uploads`,
+    reference: "—",
+    ratio: share.toFixed(2),
+    target: `≤ ${CONDA_RUNS_PER_UPLOAD_TARGET}`,
+    met: share <= CONDA_RUNS_PER_UPLOAD_TARGET,
+  });
+}
