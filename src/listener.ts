@@ -39,6 +39,10 @@ export class Listener {
   readonly #finished: Promise<void>;
   #resolveFinished!: () => void;
   #stopping = false;
+  /** Reloads run one after the other. */
+  #swaps: Promise<void> = Promise.resolve();
+  /** Replaced listeners still finishing their requests. */
+  readonly #draining = new Set<Promise<void>>();
 
   private constructor(options: ListenerOptions) {
     this.#options = options;
@@ -63,45 +67,73 @@ export class Listener {
   }
 
   /**
-   * Serves new connections with `tls` from now on. The old listener stops
-   * accepting at once and finishes its running requests (uploads in progress
-   * complete); the new one binds the freed port within milliseconds, so only
-   * a connection attempted in that gap is refused (clients retry).
-   * `reusePort` would close the gap but needs `--unstable-net` with TLS.
+   * Serves new connections with `tls` from now on. The material is checked
+   * first (a certificate that does not parse or does not match its key
+   * throws, and the current listener goes on serving untouched). Then the old
+   * listener stops accepting at once and finishes its running requests
+   * (uploads in progress complete); the new one binds the freed port within
+   * milliseconds, so only a connection attempted in that gap is refused
+   * (clients retry). `reusePort` would close the gap but needs
+   * `--unstable-net` with TLS. Resolves once the new listener serves.
    */
-  async reloadTls(tls: TlsPem): Promise<void> {
+  reloadTls(tls: TlsPem): Promise<void> {
+    const swapped = this.#swaps.then(() => this.#swap(tls));
+    this.#swaps = swapped.catch(() => {});
+    return swapped;
+  }
+
+  /** Replaces the server; the old one drains in the background ({@linkcode shutdown} waits for it). */
+  async #swap(tls: TlsPem): Promise<void> {
     if (this.#stopping) return;
     if (this.#options.tls === undefined) {
       throw new Error("Cannot reload TLS: the server runs without TLS");
     }
+    checkTls(tls, this.#options.hostname);
     const previous = this.#server;
     const draining = previous.shutdown();
-    let lastError: unknown;
-    for (let attempt = 0; attempt < REBIND_ATTEMPTS; attempt++) {
+    this.#draining.add(draining);
+    draining.finally(() => this.#draining.delete(draining)).catch(() => {});
+    try {
+      this.#server = await this.#bind(tls);
+      this.#options.tls = tls;
+    } catch (error) {
+      this.#options.logger.error("cannot listen with the new certificate; keeping the old one", {
+        port: this.#port,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+      this.#server = await this.#bind(this.#options.tls);
+      throw error;
+    }
+  }
+
+  /** Binds the port again, retrying while the old listener still holds it. */
+  async #bind(tls: TlsPem): Promise<Deno.HttpServer<Deno.NetAddr>> {
+    for (let attempt = 1;; attempt++) {
       try {
-        this.#server = serve({ ...this.#options, tls }, this.#port);
-        this.#options.tls = tls;
-        lastError = undefined;
-        break;
+        return serve({ ...this.#options, tls }, this.#port);
       } catch (error) {
-        lastError = error;
+        if (!(error instanceof Deno.errors.AddrInUse) || attempt >= REBIND_ATTEMPTS) {
+          if (error instanceof Deno.errors.AddrInUse) {
+            this.#options.logger.error("cannot listen again after TLS reload", {
+              port: this.#port,
+              reason: error.message,
+            });
+          }
+          throw error;
+        }
         await new Promise((resolve) => setTimeout(resolve, 2));
       }
     }
-    if (lastError !== undefined) {
-      this.#options.logger.error("cannot listen again after TLS reload", {
-        port: this.#port,
-        reason: lastError instanceof Error ? lastError.message : String(lastError),
-      });
-      throw lastError;
-    }
-    await draining;
   }
 
-  /** Stops accepting connections and waits for running requests. */
+  /**
+   * Stops accepting connections and waits for running requests, including
+   * those still running on a listener replaced by a TLS reload.
+   */
   async shutdown(): Promise<void> {
     this.#stopping = true;
-    await this.#server.shutdown();
+    await this.#swaps;
+    await Promise.all([this.#server.shutdown(), ...this.#draining]);
     this.#resolveFinished();
   }
 }
@@ -119,4 +151,21 @@ function serve(options: ListenerOptions, port: number): Deno.HttpServer<Deno.Net
   return options.tls
     ? Deno.serve({ ...common, cert: options.tls.cert, key: options.tls.key }, options.handler)
     : Deno.serve(common, options.handler);
+}
+
+/**
+ * Throws when `tls` cannot be served (a certificate or key that does not
+ * parse, or a key that does not belong to the certificate), by opening and
+ * closing a TLS listener on a free port.
+ */
+function checkTls(tls: TlsPem, hostname: string): void {
+  let probe: Deno.TlsListener;
+  try {
+    probe = Deno.listenTls({ hostname, port: 0, cert: tls.cert, key: tls.key });
+  } catch (error) {
+    throw new Error(
+      `Cannot reload TLS: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`,
+    );
+  }
+  probe.close();
 }

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { serverPermissionFlags } from "../src/permissions.ts";
 import { writePackage } from "./helpers/conda_package.ts";
 import { DENO_JSON, type ServerProcess, startServerProcess } from "./helpers/server_process.ts";
 
@@ -21,7 +22,8 @@ async function startTask(): Promise<{ permissions: string[]; args: string[] }> {
   assert.deepEqual(words.slice(0, 2), ["deno", "run"], config.tasks.start);
   assert.ok(main > 0, config.tasks.start);
   const permissions = words.slice(2, main);
-  assert.ok(permissions.every((word) => word.startsWith("--allow-")), config.tasks.start);
+  // The task's flags are the one shipped list, scoped to the working directory.
+  assert.deepEqual(permissions, serverPermissionFlags({ channelRoot: "." }), config.tasks.start);
   return { permissions, args: words.slice(main + 1) };
 }
 

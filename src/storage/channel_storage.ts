@@ -83,6 +83,7 @@ export class ChannelStorage {
   /** Absolute path of the channel root. */
   readonly root: string;
   #realRoot: string;
+  #directories = new Set<string>();
 
   private constructor(root: string, realRoot: string) {
     this.root = root;
@@ -181,22 +182,25 @@ export class ChannelStorage {
   /**
    * Moves a complete spool file to `subdir/filename` in one step. Without
    * `replace` an existing file is never touched and {@linkcode PackageExistsError}
-   * is thrown; with it the old file is replaced atomically.
+   * is thrown; with it the old file is replaced atomically. Returns whether
+   * a file was replaced.
    */
   async publish(
     spoolPath: string,
     subdir: string,
     filename: string,
     options: PublishOptions = {},
-  ): Promise<void> {
+  ): Promise<{ replaced: boolean }> {
     const segments = checked(`${subdir}/${filename}`);
-    await Deno.mkdir(this.#absolute(segments.slice(0, 1)), { recursive: true });
+    const directory = this.#absolute(segments.slice(0, 1));
     const target = this.#absolute(segments);
+    let replaced = false;
     if (options.replace) {
-      await Deno.rename(spoolPath, target);
+      replaced = await Deno.lstat(target).then(() => true, () => false);
+      await this.#inDirectory(directory, () => Deno.rename(spoolPath, target));
     } else {
       try {
-        await Deno.link(spoolPath, target);
+        await this.#inDirectory(directory, () => Deno.link(spoolPath, target));
       } catch (error) {
         if (error instanceof Deno.errors.AlreadyExists) {
           throw new PackageExistsError(`${subdir}/${filename}`);
@@ -205,7 +209,27 @@ export class ChannelStorage {
       }
       await Deno.remove(spoolPath);
     }
-    await syncDirectory(this.#absolute(segments.slice(0, 1)));
+    await syncDirectory(directory);
+    return { replaced };
+  }
+
+  /**
+   * Runs `action` (which writes into `directory`) after making sure the
+   * directory exists. Directories are remembered, so the common case costs no
+   * system call; one removed by hand is made again and the action retried.
+   */
+  async #inDirectory<T>(directory: string, action: () => Promise<T>): Promise<T> {
+    if (!this.#directories.has(directory)) {
+      await Deno.mkdir(directory, { recursive: true });
+      this.#directories.add(directory);
+    }
+    try {
+      return await action();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      await Deno.mkdir(directory, { recursive: true });
+      return await action();
+    }
   }
 
   /** Removes `subdir/filename`; returns false when it did not exist. */
@@ -304,18 +328,19 @@ export class ChannelStorage {
     const segments = checked(relative);
     const target = this.#absolute(segments);
     const directory = this.#absolute(segments.slice(0, -1));
-    await Deno.mkdir(directory, { recursive: true });
     const temporary = join(directory, `.${segments.at(-1)}.${crypto.randomUUID()}.tmp`);
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-    try {
-      using file = await Deno.open(temporary, { createNew: true, write: true, mode: 0o644 });
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
-      await file.syncData();
-    } catch (error) {
-      await Deno.remove(temporary).catch(() => {});
-      throw error;
-    }
+    await this.#inDirectory(directory, async () => {
+      try {
+        using file = await Deno.open(temporary, { createNew: true, write: true, mode: 0o644 });
+        let written = 0;
+        while (written < bytes.length) written += await file.write(bytes.subarray(written));
+        await file.syncData();
+      } catch (error) {
+        await Deno.remove(temporary).catch(() => {});
+        throw error;
+      }
+    });
     await Deno.rename(temporary, target);
   }
 

@@ -194,10 +194,11 @@ export class UploadService {
         "Cannot replace package: overwriting is disabled on this server (--allow_overwrite)",
       );
     }
-    const exists = await this.#storage.stat(`${metadata.subdir}/${filename}`) !== undefined;
-    if (exists && !replace) throw conflict(metadata.subdir, filename);
+    let replaced: boolean;
     try {
-      await this.#storage.publish(artifact.path, metadata.subdir, filename, { replace });
+      ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
+        replace,
+      }));
     } catch (error) {
       if (error instanceof PackageExistsError) throw conflict(metadata.subdir, filename);
       throw error;
@@ -208,7 +209,7 @@ export class UploadService {
       await this.#indexer.add(source);
       this.#options.events?.indexed?.((performance.now() - indexStarted) / 1000);
     } catch (error) {
-      if (!replace) await this.#storage.removePackage(metadata.subdir, filename);
+      if (!replaced) await this.#storage.removePackage(metadata.subdir, filename);
       this.#options.logger.error("index failed, package taken back out", {
         package: filename,
         subdir: metadata.subdir,
@@ -220,7 +221,7 @@ export class UploadService {
         { cause: error },
       );
     }
-    this.#options.logger.info(replace && exists ? "replaced" : "published", {
+    this.#options.logger.info(replaced ? "replaced" : "published", {
       package: filename,
       subdir: metadata.subdir,
       size: artifact.size,
@@ -236,7 +237,7 @@ export class UploadService {
       size: artifact.size,
       sha256: artifact.sha256,
       md5: artifact.md5,
-      replaced: replace && exists,
+      replaced,
     };
     await this.#report(() => this.#options.events?.published?.(stored, request.principal));
     return stored;

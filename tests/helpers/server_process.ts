@@ -116,8 +116,9 @@ export async function writeTestTls(dir: string): Promise<TestTlsFiles> {
 /**
  * The shipped permission flags for running the program with `args`: the
  * channel root (WRITE_DIR, or its parent when it names a subdir; the
- * `index` root), the certificate, key and token hash files, and the conda
- * executable, as named in `args` or in `AUH_*` variables of `options.env`.
+ * `index` root), the certificate, key and token hash files (read), the
+ * audit log (written), and the conda executable, as named in `args` or in
+ * `AUH_*` variables of `options.env`.
  * Arguments that do not parse get the list scoped to the working directory.
  */
 export function programPermissions(
@@ -128,6 +129,7 @@ export function programPermissions(
   const path = (value: string) => isAbsolute(value) ? value : resolve(cwd, value);
   let channelRoot = cwd;
   const readFiles: string[] = [];
+  const writeFiles: string[] = [];
   let condaExe: string | undefined;
   try {
     const command = parseCommandLine(args, options.env ?? {});
@@ -140,6 +142,7 @@ export function programPermissions(
       for (const file of [flags.certfile, flags.keyfile, flags.tokenHashFile]) {
         if (file !== undefined) readFiles.push(path(file));
       }
+      if (flags.auditLog !== undefined) writeFiles.push(path(flags.auditLog));
       if (flags.condaExe !== undefined) condaExe = flags.condaExe;
     } else if (command.kind === "index") {
       channelRoot = path(command.root);
@@ -151,6 +154,7 @@ export function programPermissions(
   return serverPermissionFlags({
     channelRoot,
     readFiles,
+    writeFiles,
     ...(condaExe === undefined ? {} : { condaExe }),
   });
 }
