@@ -7,7 +7,6 @@
 
 import { generateToken, hashToken } from "./src/auth/token_hash.ts";
 import { type Command, helpText, parseCommandLine, UsageError } from "./src/cli/command_line.ts";
-import { prepareDevelopment, printDevelopmentBanner } from "./src/cli/development.ts";
 import { readStdinToken } from "./src/cli/stdin_token.ts";
 import { ConfigError, resolveServerConfig } from "./src/config.ts";
 import { startApplication } from "./src/app.ts";
