@@ -91,7 +91,7 @@ export function createHandler(context: HandlerContext): Handler {
   return async (request, info) => {
     const started = performance.now();
     const path = loggedPath(request);
-    const client = remoteAddress(info) ?? "unknown";
+    const client = clientAddress(request, info);
     const write = WRITE_METHODS.has(request.method);
     let response: Response;
     try {
@@ -109,7 +109,7 @@ export function createHandler(context: HandlerContext): Handler {
       status: response.status,
       bytes: Number(response.headers.get("content-length") ?? 0) || undefined,
       ms: Math.round(performance.now() - started),
-      client: remoteAddress(info),
+      client,
     });
     return response;
   };
@@ -273,7 +273,17 @@ function describe(error: unknown): string | undefined {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
-function remoteAddress(info: Deno.ServeHandlerInfo): string | undefined {
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+/**
+ * The client's address, for logs and the failed-token throttle. A reverse
+ * proxy on the same machine connects from loopback; only then is the last
+ * `X-Forwarded-For` entry (the one that proxy added) taken instead.
+ */
+function clientAddress(request: Request, info: Deno.ServeHandlerInfo): string {
   const address = info.remoteAddr as Deno.Addr;
-  return "hostname" in address ? address.hostname : undefined;
+  const peer = "hostname" in address ? address.hostname : "unknown";
+  if (!LOOPBACK.test(peer)) return peer;
+  const forwarded = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim();
+  return forwarded && /^[\d.:a-fA-F]{2,45}$/.test(forwarded) ? forwarded : peer;
 }

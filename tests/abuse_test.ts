@@ -187,6 +187,23 @@ Deno.test("11 wrong tokens from one address: the 11th gets 429 with Retry-After,
   await expectStatus(await server.fetch("/linux-64/repodata.json"), 404);
 });
 
+Deno.test("behind a local reverse proxy the throttle counts X-Forwarded-For addresses, not the proxy's", async () => {
+  await using server = await startTestServer();
+  const attempt = (forwardedFor: string, token: string) =>
+    server.fetch("/", {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "x-forwarded-for": forwardedFor },
+      body: new FormData(),
+    });
+  for (let failure = 1; failure <= 10; failure++) {
+    await expectStatus(await attempt("10.9.8.7, 203.0.113.7", `guess-${failure}`), 401);
+  }
+  await expectStatus(await attempt("203.0.113.7", "guess-11"), 429);
+  // another client behind the same proxy is not locked out
+  await expectStatus(await attempt("203.0.113.8", "guess-1"), 401);
+  assert.ok(server.logs.some((line) => line.includes("client=203.0.113.8")));
+});
+
 Deno.test("AuthThrottle lets an address in again once its failures are older than the window, and other addresses are not affected", () => {
   const throttle = new AuthThrottle();
   const start = 1_700_000_000_000;
