@@ -4,6 +4,8 @@ import { errorResponse, HttpError } from "../src/http/http_error.ts";
 import { STATUS } from "../src/http/status.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { serveChannel, type ServeChannelOptions } from "../src/serve/serve_channel.ts";
+import { buildPackage } from "./helpers/conda_package.ts";
+import { startTestServer, uploadForm } from "./helpers/test_server.ts";
 
 /** Fixed mtime of every fixture file, so validators are predictable. */
 const MTIME = new Date("2024-01-02T03:04:05.678Z");
@@ -848,4 +850,22 @@ test("serveChannel() over HTTP works with curl ranges, compression and raw paths
       assert.equal(new TextDecoder().decode(status), "404", path);
     }
   });
+});
+
+Deno.test("--no_serve: uploads still work, but channel files answer 404 for another web server to serve", async () => {
+  await using server = await startTestServer({ flags: { noServe: true } });
+  const bytes = await buildPackage({ name: "served-elsewhere", version: "1.0" });
+  const form = uploadForm(server.token, "served-elsewhere-1.0-0.conda", bytes);
+  const upload = await server.fetch("/", { method: "POST", body: form });
+  assert.equal(upload.status, STATUS.Created, await upload.text());
+  for (const path of ["/linux-64/repodata.json", "/linux-64/served-elsewhere-1.0-0.conda", "/"]) {
+    const response = await server.fetch(path);
+    assert.equal(response.status, STATUS.NotFound, path);
+    await response.body?.cancel();
+  }
+  const onDisk = await Deno.readTextFile(`${server.channelRoot}/linux-64/repodata.json`);
+  assert.ok(onDisk.includes("served-elsewhere-1.0-0.conda"));
+  const health = await server.fetch("/health");
+  assert.equal(health.status, STATUS.OK);
+  await health.body?.cancel();
 });
