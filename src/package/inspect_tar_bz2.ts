@@ -143,6 +143,41 @@ class _Sink {
   }
 }
 
+/** The 48-bit magic that starts a bzip2 stream's end-of-stream trailer. */
+const STREAM_END_MAGIC = 0x177245385090n;
+const MASK_48 = (1n << 48n) - 1n;
+
+/**
+ * Whether the file ends with a bzip2 end-of-stream trailer: the 48-bit magic,
+ * the 32-bit stream CRC and 0 to 7 padding bits up to the last byte.
+ */
+async function _endsWithStreamTrailer(file: Deno.FsFile): Promise<boolean> {
+  let tail: Uint8Array;
+  try {
+    const size = (await file.stat()).size;
+    const length = Math.min(size, 11);
+    tail = new Uint8Array(length);
+    await file.seek(size - length, Deno.SeekMode.Start);
+    let filled = 0;
+    while (filled < length) {
+      const n = await file.read(tail.subarray(filled));
+      if (n === null || n === 0) break;
+      filled += n;
+    }
+    if (filled < length) return false;
+  } catch (error) {
+    throw new _SpoolError("read failed", { cause: error });
+  }
+  if (tail.length < 10) return false;
+  let bits = 0n;
+  for (const byte of tail) bits = (bits << 8n) | BigInt(byte);
+  const available = BigInt(tail.length * 8);
+  for (let padding = 0n; padding < 8n && padding + 80n <= available; padding++) {
+    if (((bits >> (padding + 32n)) & MASK_48) === STREAM_END_MAGIC) return true;
+  }
+  return false;
+}
+
 /** Gives other tasks a turn between two blocks. */
 function _yield(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
@@ -186,6 +221,14 @@ export async function readTarBz2Info(
       }
       if (source.eof()) break;
       decoder._start_bunzip(source, sink); // the next stream of a multi-stream file
+    }
+    // Reading stopped after the info/ section: the rest of the file is not
+    // decoded, but a file cut short (an interrupted upload) lacks its last
+    // stream's end-of-stream trailer.
+    if (!await _endsWithStreamTrailer(file)) {
+      throw unprocessable(
+        "Cannot read package: bzip2 stream is truncated (no end-of-stream marker)",
+      );
     }
   } catch (error) {
     if (error instanceof HttpError) throw error;

@@ -21,6 +21,12 @@ const FORMATS: readonly PackageFormat[] = [".tar.bz2", ".conda"];
 const MAX_FILENAME_BYTES = 255;
 // deno-lint-ignore no-control-regex
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+/**
+ * What conda names, versions and build strings are made of. Anything else
+ * (spaces, `%`, bidi overrides, zero-width or look-alike characters such as
+ * U+FF0F FULLWIDTH SOLIDUS) could only disguise a name in listings and URLs.
+ */
+const STEM_CHARS = /^[A-Za-z0-9._+!-]+$/;
 
 function _refuse(reason: string): HttpError {
   return new HttpError(STATUS.BadRequest, `Cannot accept filename: ${reason}`);
@@ -29,8 +35,9 @@ function _refuse(reason: string): HttpError {
 /**
  * Splits `filename` into stem and format. A name that is not a plain
  * basename (empty, too long, path separators, `..`, a leading dot, control
- * characters) is a 400 `HttpError`; an extension other than `.tar.bz2` or
- * `.conda` is a 415.
+ * characters) or whose name holds characters other than ASCII letters,
+ * digits and `. _ - + !` is a 400 `HttpError`; an extension other than
+ * `.tar.bz2` or `.conda` is a 415.
  *
  * @example Usage
  * ```ts
@@ -58,5 +65,8 @@ export function parsePackageFilename(filename: string): PackageFilename {
   }
   const stem = filename.slice(0, -format.length);
   if (stem.length === 0) throw _refuse("it has no name before the extension");
+  if (!STEM_CHARS.test(stem)) {
+    throw _refuse("it contains characters other than ASCII letters, digits and . _ - + !");
+  }
   return { stem, format };
 }
