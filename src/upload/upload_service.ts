@@ -194,6 +194,11 @@ export class UploadService {
         "Cannot replace package: overwriting is disabled on this server (--allow_overwrite)",
       );
     }
+    if (replace) {
+      // Drop the old record first, so that the index never describes bytes it does not
+      // hold, even after a crash between the rename and the new record.
+      await this.#indexer.remove(metadata.subdir, filename);
+    }
     let replaced: boolean;
     try {
       ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
