@@ -125,8 +125,6 @@ async function handleWrite(
   context.throttle.check(client);
   const release = context.gate.enter();
   context.metrics.uploadsInFlight = context.gate.inFlight;
-  // A cut-off body is the answer (408, 503) even when a route's parser wrapped it in a 400.
-  let cutOff: HttpError | undefined;
   try {
     const guarded = request.body === null ? request : new Request(request.url, {
       method: request.method,
@@ -135,12 +133,9 @@ async function handleWrite(
         idleMs: context.bodyIdleMs,
         signal: context.gate.signal,
         onBytes: (bytes) => context.metrics.bytesReceived += bytes,
-        onCutOff: (error) => cutOff = error,
       }),
     });
     return await route(withoutPathToken(guarded), context);
-  } catch (error) {
-    throw cutOff ?? error;
   } finally {
     release();
     context.metrics.uploadsInFlight = context.gate.inFlight;

@@ -17,11 +17,6 @@ export interface GuardBodyOptions {
   signal?: AbortSignal;
   /** Called with the size of every chunk that arrives. */
   onBytes?: (bytes: number) => void;
-  /**
-   * Called with the error when the body is cut off (408 or 503), so that the
-   * caller can answer with it even when a parser wrapped it in its own error.
-   */
-  onCutOff?: (error: HttpError) => void;
 }
 
 /**
@@ -41,10 +36,9 @@ export function guardBody(
   options: GuardBodyOptions,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
-  const { idleMs, signal, onBytes, onCutOff } = options;
+  const { idleMs, signal, onBytes } = options;
   const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: HttpError) => {
     reader.cancel().catch(() => {});
-    onCutOff?.(error);
     controller.error(error);
   };
   return new ReadableStream<Uint8Array>({

@@ -456,6 +456,8 @@ class _MultipartParser {
       try {
         result = await this.#reader.read();
       } catch (cause) {
+        // A guard on the body (idle timeout, shutdown) already says what happened.
+        if (cause instanceof HttpError) throw cause;
         throw new HttpError(
           STATUS.BadRequest,
           "Cannot read multipart body: the request body stream failed",
