@@ -5,8 +5,30 @@
  * @module
  */
 
-import { unprocessable } from "../http/http_error.ts";
+import { HttpError, unprocessable } from "../http/http_error.ts";
+import { STATUS } from "../http/status.ts";
 import type { TarEntryAction, TarEntryHeader, TarVisitor } from "./tar_reader.ts";
+
+/** Thrown by the package readers when the spool file itself cannot be read (a server fault). */
+export class SpoolReadError extends Error {}
+
+/**
+ * The answer for an error thrown while reading a package's `info/` section:
+ * an {@linkcode HttpError} as it is, an unreadable spool file as a 500, and
+ * anything else (the decoder's complaint) as a 422 naming `what` was corrupt.
+ */
+export function inspectionError(error: unknown, what: string): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error instanceof SpoolReadError) {
+    return new HttpError(
+      STATUS.InternalServerError,
+      "Cannot read package: spool file is unreadable",
+      { cause: error.cause },
+    );
+  }
+  const detail = error instanceof Error ? error.message.split("\n")[0] : String(error);
+  return unprocessable(`Cannot read package: ${what} (${detail})`, error);
+}
 
 /** Limits applied while reading a package's `info/` section. */
 export interface InspectOptions {

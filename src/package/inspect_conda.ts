@@ -9,15 +9,18 @@
 import zlib from "node:zlib";
 import { HttpError, unprocessable } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
-import { DEFAULT_MAX_SCANNED_BYTES, InfoCollector, type InspectOptions } from "./info_collector.ts";
+import {
+  DEFAULT_MAX_SCANNED_BYTES,
+  InfoCollector,
+  inspectionError,
+  type InspectOptions,
+  SpoolReadError,
+} from "./info_collector.ts";
 import { TarReader } from "./tar_reader.ts";
 import { readZipDirectory, type ZipMember, zipMemberDataOffset } from "./zip_reader.ts";
 
 const READ_CHUNK = 64 * 1024;
 const INFO_MEMBER = /^info-[^/\\]*\.tar\.zst$/;
-
-/** Thrown when the spool file itself cannot be read (a server fault). */
-class _SpoolError extends Error {}
 
 /** Yields `length` bytes of `file` from `offset`, a chunk at a time. */
 async function* _readRange(
@@ -28,7 +31,7 @@ async function* _readRange(
   try {
     await file.seek(offset, Deno.SeekMode.Start);
   } catch (error) {
-    throw new _SpoolError("seek failed", { cause: error });
+    throw new SpoolReadError("seek failed", { cause: error });
   }
   let left = length;
   while (left > 0) {
@@ -37,7 +40,7 @@ async function* _readRange(
     try {
       n = await file.read(buffer);
     } catch (error) {
-      throw new _SpoolError("read failed", { cause: error });
+      throw new SpoolReadError("read failed", { cause: error });
     }
     if (n === null || n === 0) throw unprocessable("Cannot read package: zip member is truncated");
     left -= n;
@@ -172,18 +175,7 @@ export async function readCondaInfo(
       }
     }
   } catch (error) {
-    if (error instanceof HttpError) throw error;
-    if (error instanceof _SpoolError) {
-      throw new HttpError(
-        STATUS.InternalServerError,
-        "Cannot read package: spool file is unreadable",
-        {
-          cause: error.cause,
-        },
-      );
-    }
-    const detail = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    throw unprocessable(`Cannot read package: corrupt info member (${detail})`, error);
+    throw inspectionError(error, "corrupt info member");
   } finally {
     file.close();
   }

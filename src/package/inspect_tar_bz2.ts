@@ -9,7 +9,13 @@
 import Bunzip from "seek-bzip";
 import { HttpError, unprocessable } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
-import { DEFAULT_MAX_SCANNED_BYTES, InfoCollector, type InspectOptions } from "./info_collector.ts";
+import {
+  DEFAULT_MAX_SCANNED_BYTES,
+  InfoCollector,
+  inspectionError,
+  type InspectOptions,
+  SpoolReadError,
+} from "./info_collector.ts";
 import { TarReader } from "./tar_reader.ts";
 
 /** The parts of seek-bzip's decoder used here (the package ships no types). */
@@ -29,8 +35,6 @@ const OUTPUT_CHUNK = 64 * 1024;
 
 /** Thrown by the byte source when the file ends in the middle of a bzip2 stream. */
 class _Truncated extends Error {}
-/** Thrown when the spool file itself cannot be read (a server fault). */
-class _SpoolError extends Error {}
 
 /** Byte-at-a-time input for the decoder, buffered from the file. */
 class _FileSource {
@@ -62,7 +66,7 @@ class _FileSource {
       try {
         n = await this.#file.read(this.#buffer.subarray(this.#end));
       } catch (error) {
-        throw new _SpoolError("read failed", { cause: error });
+        throw new SpoolReadError("read failed", { cause: error });
       }
       if (n === null || n === 0) this.#eof = true;
       else this.#end += n;
@@ -76,7 +80,7 @@ class _FileSource {
     try {
       n = this.#file.readSync(this.#buffer.subarray(this.#end));
     } catch (error) {
-      throw new _SpoolError("read failed", { cause: error });
+      throw new SpoolReadError("read failed", { cause: error });
     }
     if (n === null || n === 0) {
       this.#eof = true;
@@ -166,7 +170,7 @@ async function _endsWithStreamTrailer(file: Deno.FsFile): Promise<boolean> {
     }
     if (filled < length) return false;
   } catch (error) {
-    throw new _SpoolError("read failed", { cause: error });
+    throw new SpoolReadError("read failed", { cause: error });
   }
   if (tail.length < 10) return false;
   let bits = 0n;
@@ -231,21 +235,10 @@ export async function readTarBz2Info(
       );
     }
   } catch (error) {
-    if (error instanceof HttpError) throw error;
     if (error instanceof _Truncated) {
       throw unprocessable("Cannot read package: bzip2 stream is truncated");
     }
-    if (error instanceof _SpoolError) {
-      throw new HttpError(
-        STATUS.InternalServerError,
-        "Cannot read package: spool file is unreadable",
-        {
-          cause: error.cause,
-        },
-      );
-    }
-    const detail = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    throw unprocessable(`Cannot read package: corrupt bzip2 data (${detail})`, error);
+    throw inspectionError(error, "corrupt bzip2 data");
   } finally {
     file.close();
   }
