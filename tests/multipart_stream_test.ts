@@ -602,8 +602,11 @@ Deno.test("parseMultipart() streams a 200 MB upload through Deno.serve with boun
   assert.equal(response.status, 200);
   const result = await response.json();
   assert.deepEqual(result, { token: "abc", sha256: sentHash.digest("hex"), bytes: size });
+  // Client and server share this process and its default V8 young generation (the server
+  // itself runs with a smaller one; tests/large_upload_test.ts checks its peak), so garbage
+  // alone can account for ~100 MB here: the bound only proves the 200 MB body is not held.
   const growth = (rssMax - rssBefore) / 1024 / 1024;
-  assert.ok(growth < 100, `RSS grew by ${growth.toFixed(0)} MB`);
+  assert.ok(growth < 160, `RSS grew by ${growth.toFixed(0)} MB`);
 });
 
 Deno.test("parseMultipart() streams a body that never closes with bounded memory, then 400", async () => {
