@@ -7,8 +7,7 @@
  */
 
 import zlib from "node:zlib";
-import { HttpError, unprocessable } from "../http/http_error.ts";
-import { STATUS } from "../http/status.ts";
+import { unprocessable } from "../http/http_error.ts";
 import {
   DEFAULT_MAX_SCANNED_BYTES,
   InfoCollector,
@@ -136,28 +135,20 @@ function _pickInfoMember(members: ZipMember[], stem: string): ZipMember {
 
 /**
  * Reads `info/index.json`, `info/about.json` and `info/run_exports.json`
- * (those present) from the `.conda` package at `path`, whose filename stem
- * is `stem`. Every failure is an `HttpError`: 422 for a corrupt, truncated
+ * (those present) from the `.conda` package open as `file` (`size` bytes;
+ * the caller closes it), whose filename stem is `stem`. Every failure is an `HttpError`: 422 for a corrupt, truncated
  * or oversized archive.
  */
 export async function readCondaInfo(
-  path: string,
+  file: Deno.FsFile,
+  size: number,
   stem: string,
   options: InspectOptions = {},
 ): Promise<Map<string, Uint8Array>> {
   const maxScanned = options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES;
   const collector = new InfoCollector(options);
   const tar = new TarReader(collector);
-  let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
-  } catch (error) {
-    throw new HttpError(STATUS.InternalServerError, "Cannot read package: spool file is missing", {
-      cause: error,
-    });
-  }
-  try {
-    const { size } = await file.stat();
     const members = await readZipDirectory(file, size);
     const member = _pickInfoMember(members, stem);
     const offset = await zipMemberDataOffset(file, member, size);
@@ -176,8 +167,6 @@ export async function readCondaInfo(
     }
   } catch (error) {
     throw inspectionError(error, "corrupt info member");
-  } finally {
-    file.close();
   }
   if (!collector.hasIndex) {
     throw unprocessable(

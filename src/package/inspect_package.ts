@@ -21,24 +21,37 @@ const MAGIC: Record<PackageFormat, { bytes: number[]; what: string }> = {
   ".conda": { bytes: [0x50, 0x4b, 0x03, 0x04], what: "zip" }, // "PK\x03\x04"
 };
 
-async function _checkMagic(path: string, format: PackageFormat): Promise<void> {
+/** Opens the spool file; one that cannot be opened is a server fault (500). */
+async function _openSpool(path: string): Promise<{ file: Deno.FsFile; size: number }> {
+  let file: Deno.FsFile | undefined;
+  try {
+    file = await Deno.open(path, { read: true });
+    return { file, size: (await file.stat()).size };
+  } catch (error) {
+    file?.close();
+    throw new HttpError(STATUS.InternalServerError, "Cannot read package: spool file is missing", {
+      cause: error,
+    });
+  }
+}
+
+/** Checks the format's magic bytes at the start of `file`, then rewinds it. */
+async function _checkMagic(file: Deno.FsFile, format: PackageFormat): Promise<void> {
   const { bytes, what } = MAGIC[format];
   const head = new Uint8Array(bytes.length);
   let filled = 0;
   try {
-    using file = await Deno.open(path, { read: true });
     while (filled < head.length) {
       const n = await file.read(head.subarray(filled));
       if (n === null || n === 0) break;
       filled += n;
     }
+    await file.seek(0, Deno.SeekMode.Start);
   } catch (error) {
     throw new HttpError(
       STATUS.InternalServerError,
       "Cannot read package: spool file is unreadable",
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   }
   if (filled < head.length || bytes.some((byte, i) => head[i] !== byte)) {
@@ -105,10 +118,16 @@ export async function inspectPackage(
   options: InspectOptions = {},
 ): Promise<PackageMetadata> {
   const { stem, format } = parsePackageFilename(filename);
-  await _checkMagic(path, format);
-  const files = format === ".conda"
-    ? await readCondaInfo(path, stem, options)
-    : await readTarBz2Info(path, options);
+  const { file, size } = await _openSpool(path);
+  let files: Map<string, Uint8Array>;
+  try {
+    await _checkMagic(file, format);
+    files = format === ".conda"
+      ? await readCondaInfo(file, size, stem, options)
+      : await readTarBz2Info(file, size, options);
+  } finally {
+    file.close();
+  }
   const indexBytes = files.get("info/index.json");
   let parsed: unknown;
   try {

@@ -7,8 +7,7 @@
  */
 
 import Bunzip from "seek-bzip";
-import { HttpError, unprocessable } from "../http/http_error.ts";
-import { STATUS } from "../http/status.ts";
+import { unprocessable } from "../http/http_error.ts";
 import {
   DEFAULT_MAX_SCANNED_BYTES,
   InfoCollector,
@@ -155,10 +154,9 @@ const MASK_48 = (1n << 48n) - 1n;
  * Whether the file ends with a bzip2 end-of-stream trailer: the 48-bit magic,
  * the 32-bit stream CRC and 0 to 7 padding bits up to the last byte.
  */
-async function _endsWithStreamTrailer(file: Deno.FsFile): Promise<boolean> {
+async function _endsWithStreamTrailer(file: Deno.FsFile, size: number): Promise<boolean> {
   let tail: Uint8Array;
   try {
-    const size = (await file.stat()).size;
     const length = Math.min(size, 11);
     tail = new Uint8Array(length);
     await file.seek(size - length, Deno.SeekMode.Start);
@@ -189,26 +187,20 @@ function _yield(): Promise<void> {
 
 /**
  * Reads `info/index.json`, `info/about.json` and `info/run_exports.json`
- * (those present) from the `.tar.bz2` package at `path`. Every failure is an
+ * (those present) from the `.tar.bz2` package open as `file` (`size` bytes,
+ * read from its start; the caller closes it). Every failure is an
  * `HttpError`: 422 for a corrupt, truncated or oversized archive.
  */
 export async function readTarBz2Info(
-  path: string,
+  file: Deno.FsFile,
+  size: number,
   options: InspectOptions = {},
 ): Promise<Map<string, Uint8Array>> {
   const collector = new InfoCollector(options);
   const tar = new TarReader(collector);
   const sink = new _Sink(tar, options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES);
-  let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
-  } catch (error) {
-    throw new HttpError(STATUS.InternalServerError, "Cannot read package: spool file is missing", {
-      cause: error,
-    });
-  }
-  try {
-    const source = new _FileSource(file, (await file.stat()).size);
+    const source = new _FileSource(file, size);
     await source.prefetch();
     const decoder = new BunzipDecoder(source, sink);
     while (!tar.done) {
@@ -229,7 +221,7 @@ export async function readTarBz2Info(
     // Reading stopped after the info/ section: the rest of the file is not
     // decoded, but a file cut short (an interrupted upload) lacks its last
     // stream's end-of-stream trailer.
-    if (!await _endsWithStreamTrailer(file)) {
+    if (!await _endsWithStreamTrailer(file, size)) {
       throw unprocessable(
         "Cannot read package: bzip2 stream is truncated (no end-of-stream marker)",
       );
@@ -239,8 +231,6 @@ export async function readTarBz2Info(
       throw unprocessable("Cannot read package: bzip2 stream is truncated");
     }
     throw inspectionError(error, "corrupt bzip2 data");
-  } finally {
-    file.close();
   }
   if (!collector.hasIndex) {
     throw unprocessable(

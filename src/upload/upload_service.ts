@@ -140,8 +140,10 @@ export class UploadService {
   async publish(artifact: SpooledArtifact, request: PublishRequest): Promise<StoredPackage> {
     try {
       return await this.#publish(artifact, request);
-    } finally {
+    } catch (error) {
+      // On success the spool file became the package; on failure it must go.
       await this.#storage.discardSpoolFile(artifact.path);
+      throw error;
     }
   }
 
