@@ -188,6 +188,7 @@ export async function startApplication(
         await listener.shutdown();
       } finally {
         clearTimeout(deadline);
+        storage.close();
       }
     })();
     return stopped;

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Status, STATUS } from "./status.ts";
+import { STATUS, type Status } from "./status.ts";
 
 /** Options for {@linkcode HttpError}. */
 export interface HttpErrorOptions {

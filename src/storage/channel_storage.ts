@@ -84,6 +84,7 @@ export class ChannelStorage {
   readonly root: string;
   #realRoot: string;
   #directories = new Set<string>();
+  #directoryHandles = new Map<string, Deno.FsFile>();
 
   private constructor(root: string, realRoot: string) {
     this.root = root;
@@ -209,8 +210,33 @@ export class ChannelStorage {
       }
       await Deno.remove(spoolPath);
     }
-    await syncDirectory(directory);
+    await this.#syncDirectory(directory);
     return { replaced };
+  }
+
+  /**
+   * Makes a new name in `directory` durable. The directory stays open for the
+   * next publish (one system call instead of three); {@linkcode close} closes it.
+   */
+  async #syncDirectory(directory: string): Promise<void> {
+    try {
+      let handle = this.#directoryHandles.get(directory);
+      if (handle === undefined) {
+        handle = await Deno.open(directory, { read: true });
+        this.#directoryHandles.set(directory, handle);
+      }
+      await handle.syncData();
+    } catch {
+      // Not every platform can sync a directory; the link or rename is still atomic.
+      this.#directoryHandles.get(directory)?.close();
+      this.#directoryHandles.delete(directory);
+    }
+  }
+
+  /** Closes the directory handles kept for syncing. */
+  close(): void {
+    for (const handle of this.#directoryHandles.values()) handle.close();
+    this.#directoryHandles.clear();
   }
 
   /**
@@ -227,6 +253,8 @@ export class ChannelStorage {
       return await action();
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
+      this.#directoryHandles.get(directory)?.close();
+      this.#directoryHandles.delete(directory);
       await Deno.mkdir(directory, { recursive: true });
       return await action();
     }
@@ -394,15 +422,6 @@ function basename(relative: string): string {
 
 function toEntry(name: string, info: Deno.FileInfo): ChannelEntry {
   return { name, size: info.size, mtimeMs: info.mtime?.getTime() ?? 0 };
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  try {
-    using directory = await Deno.open(path, { read: true });
-    await directory.syncData();
-  } catch {
-    // Not every platform can sync a directory; the rename is still atomic.
-  }
 }
 
 function describe(error: unknown): string {

@@ -22,6 +22,20 @@ export interface WriteSpoolOptions {
   bufferBytes?: number;
 }
 
+const DEFAULT_BUFFER_BYTES = 1 << 20;
+/** Write buffers kept for reuse: a small upload should not allocate and zero 1 MiB. */
+const idleBuffers: Uint8Array[] = [];
+const MAX_IDLE_BUFFERS = 8;
+
+function takeBuffer(size: number): Uint8Array {
+  const index = idleBuffers.findIndex((buffer) => buffer.length === size);
+  return index < 0 ? new Uint8Array(size) : idleBuffers.splice(index, 1)[0]!;
+}
+
+function returnBuffer(buffer: Uint8Array): void {
+  if (idleBuffers.length < MAX_IDLE_BUFFERS) idleBuffers.push(buffer);
+}
+
 /**
  * Copies `body` into `spool.file`, computing size, sha256 and md5 on the way,
  * then syncs and closes the file. Throws {@linkcode HttpError} 413 as soon as
@@ -34,8 +48,8 @@ export async function writeSpool(
 ): Promise<FileDigest> {
   const sha256 = createHash("sha256");
   const md5 = createHash("md5");
-  const bufferBytes = options.bufferBytes ?? 1 << 20;
-  const buffer = new Uint8Array(bufferBytes);
+  const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
+  const buffer = takeBuffer(bufferBytes);
   let buffered = 0;
   let size = 0;
   const flush = async () => {
@@ -77,6 +91,7 @@ export async function writeSpool(
     await reader.cancel().catch(() => {});
     throw error;
   } finally {
+    returnBuffer(buffer);
     reader.releaseLock();
     try {
       spool.file.close();
