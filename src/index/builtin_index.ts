@@ -425,7 +425,9 @@ export class BuiltinIndex implements ChannelIndexer {
   async #writeSubdir(state: _SubdirState): Promise<void> {
     const subdir = state.index.subdir;
     const json = state.index.toRepodataJson();
-    const html = this.#storage.writeFileAtomic(`${subdir}/index.html`, state.index.toIndexHtml());
+    const html = this.#storage.writeFileAtomic(`${subdir}/index.html`, state.index.toIndexHtml(), {
+      durable: false,
+    });
     const jsonWritten = this.#storage.writeFileAtomic(`${subdir}/repodata.json`, json)
       .then(async () => {
         // Tracked at once, so that a later failure never makes this process
@@ -537,7 +539,7 @@ export class BuiltinIndex implements ChannelIndexer {
       for (const [name, state] of this.#subdirs) if (state.diskStat) subdirs.add(name);
       const text = this.#channeldata.toJson([...subdirs]);
       if (text === this.#channeldataText) return;
-      await this.#storage.writeFileAtomic(CHANNELDATA, text);
+      await this.#storage.writeFileAtomic(CHANNELDATA, text, { durable: false });
       this.#channeldataText = text;
       this.#channeldataStat = await this.#storage.stat(CHANNELDATA);
     } catch (error) {

@@ -49,6 +49,18 @@ export interface PublishOptions {
   replace?: boolean;
 }
 
+/** Options for {@linkcode ChannelStorage.writeFileAtomic}. */
+export interface WriteOptions {
+  /**
+   * fsync the new content before it replaces the old. Files that are only
+   * derived for people and rebuilt from the index (`index.html`,
+   * `channeldata.json`) may skip it: a process crash loses nothing either
+   * way, only a power loss could leave them to be rebuilt.
+   * @default {true}
+   */
+  durable?: boolean;
+}
+
 /** Thrown by {@linkcode ChannelStorage.publish} when the name is taken. */
 export class PackageExistsError extends Error {
   constructor(path: string) {
@@ -353,7 +365,11 @@ export class ChannelStorage {
    * Writes a channel file so that readers see the old or the new content,
    * never a mix: written beside under a dot-name, synced, then renamed.
    */
-  async writeFileAtomic(relative: string, data: Uint8Array | string): Promise<void> {
+  async writeFileAtomic(
+    relative: string,
+    data: Uint8Array | string,
+    options: WriteOptions = {},
+  ): Promise<void> {
     const segments = checked(relative);
     const target = this.#absolute(segments);
     const directory = this.#absolute(segments.slice(0, -1));
@@ -361,18 +377,18 @@ export class ChannelStorage {
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
     await this.#inDirectory(directory, async () => {
       try {
-        // Index files are small: creating and filling them synchronously costs less than
-        // an async round trip per call; only the fsync waits off the event loop.
+        // Creating the file synchronously is cheaper than an async round trip; the
+        // bytes (megabytes for a large subdir) and the fsync stay off the event loop.
         using file = Deno.openSync(temporary, { createNew: true, write: true, mode: 0o644 });
         let written = 0;
-        while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
-        await file.syncData();
+        while (written < bytes.length) written += await file.write(bytes.subarray(written));
+        if (options.durable !== false) await file.syncData();
       } catch (error) {
         await Deno.remove(temporary).catch(() => {});
         throw error;
       }
     });
-    Deno.renameSync(temporary, target);
+    await Deno.rename(temporary, target);
   }
 
   /** The local filesystem path of a channel-relative path (for `conda index`). */
