@@ -14,12 +14,11 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { zstdDecompressSync } from "node:zlib";
-import { hashToken } from "../src/auth/token_hash.ts";
 import { STATUS } from "../src/http/status.ts";
 import { checkChannelInvariants, parseStrictJson } from "./helpers/channel_invariants.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { seededRandom } from "./helpers/hostile_corpus.ts";
-import { startServerProcess, writeTestTls } from "./helpers/server_process.ts";
+import { serverArgs, startServerProcess, writeTestTls } from "./helpers/server_process.ts";
 
 const CLIENTS = 20;
 const DISTINCT = 200;
@@ -87,18 +86,7 @@ Deno.test("200 uploads from 20 clients, racing duplicates and index readers lose
     const tls = await writeTestTls(dir);
     const token = `concurrency-${crypto.randomUUID()}`;
     await using server = await startServerProcess([
-      "-d",
-      channel,
-      "-p",
-      "0",
-      "--host",
-      "127.0.0.1",
-      "-c",
-      tls.certFile,
-      "-k",
-      tls.keyFile,
-      "-t",
-      await hashToken(token),
+      ...await serverArgs(channel, tls, token),
       "--max_concurrent_uploads",
       String(MAX_CONCURRENT_UPLOADS),
     ]);

@@ -23,7 +23,6 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { zstdCompressSync } from "node:zlib";
-import { hashToken } from "../src/auth/token_hash.ts";
 import { STATUS } from "../src/http/status.ts";
 import { SPOOL_DIR_NAME } from "../src/storage/channel_storage.ts";
 import {
@@ -42,6 +41,7 @@ import {
   DENO_JSON,
   MAIN_TS,
   programPermissions,
+  serverArgs,
   type ServerProcess,
   startServerProcess,
   writeTestTls,
@@ -239,22 +239,8 @@ Deno.test("checkChannelInvariants() skips start-up checks unless settled, and re
 // ------------------------------------------------------ start-up repair
 
 /** The server's arguments for `channel`, with TLS files in `dir` and the token's hash. */
-async function serverArgs(dir: string, channel: string, token: string): Promise<string[]> {
-  const tls = await writeTestTls(dir);
-  return [
-    "-d",
-    channel,
-    "-p",
-    "0",
-    "--host",
-    "127.0.0.1",
-    "-c",
-    tls.certFile,
-    "-k",
-    tls.keyFile,
-    "-t",
-    await hashToken(token),
-  ];
+async function crashServerArgs(dir: string, channel: string, token: string): Promise<string[]> {
+  return await serverArgs(channel, await writeTestTls(dir), token);
 }
 
 Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, stale .zst, unindexed package", async () => {
@@ -263,7 +249,7 @@ Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, 
     const channel = join(dir, "channel");
     await Deno.mkdir(channel);
     const token = `repair-${crypto.randomUUID()}`;
-    const args = await serverArgs(dir, channel, token);
+    const args = await crashServerArgs(dir, channel, token);
     const ca = await Deno.readTextFile(join(dir, "ca.pem"));
     using client = Deno.createHttpClient({ caCerts: [ca] });
     const [first, second, unindexed] = await Promise.all([
@@ -395,7 +381,7 @@ Deno.test(`SIGKILL at ${TRIALS} random moments loses no acknowledged upload and 
     const channel = join(dir, "channel");
     await Deno.mkdir(channel);
     const token = `crash-${crypto.randomUUID()}`;
-    const args = await serverArgs(dir, channel, token);
+    const args = await crashServerArgs(dir, channel, token);
     const ca = await Deno.readTextFile(join(dir, "ca.pem"));
     using client = Deno.createHttpClient({ caCerts: [ca], http2: false });
 

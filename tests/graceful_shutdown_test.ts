@@ -7,9 +7,9 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hashToken } from "../src/auth/token_hash.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import {
+  serverArgs,
   type ServerProcess,
   startServerProcess,
   type TestTlsFiles,
@@ -45,18 +45,11 @@ async function start(
   extra: string[] = [],
 ): Promise<ServerProcess> {
   return await startServerProcess([
-    "-d",
-    setup.channel,
-    "-p",
-    "0",
-    "--host",
-    "127.0.0.1",
-    "-c",
-    setup.tls.certFile,
-    "-k",
-    setup.tls.keyFile,
-    "-t",
-    await hashToken(TOKEN),
+    ...await serverArgs(
+      setup.channel,
+      setup.tls,
+      TOKEN,
+    ),
     "--log_format",
     "json",
     ...extra,

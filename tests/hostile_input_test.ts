@@ -15,13 +15,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hashToken } from "../src/auth/token_hash.ts";
 import { STATUS } from "../src/http/status.ts";
 import { SPOOL_DIR_NAME } from "../src/storage/channel_storage.ts";
 import { checkChannelInvariants } from "./helpers/channel_invariants.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { buildHostileCorpus, type HostileRequest } from "./helpers/hostile_corpus.ts";
-import { startServerProcess, writeTestTls } from "./helpers/server_process.ts";
+import { serverArgs, startServerProcess, writeTestTls } from "./helpers/server_process.ts";
 import { snapshotDirectory } from "./helpers/test_server.ts";
 
 /** Requests in flight at once. */
@@ -70,18 +69,7 @@ Deno.test("a corpus of 10,000 hostile requests is answered with 4xx only and cha
     const token = `hostile-${crypto.randomUUID()}`;
     const tls = await writeTestTls(dir);
     await using server = await startServerProcess([
-      "-d",
-      channel,
-      "-p",
-      "0",
-      "--host",
-      "::",
-      "-c",
-      tls.certFile,
-      "-k",
-      tls.keyFile,
-      "-t",
-      await hashToken(token),
+      ...await serverArgs(channel, tls, token, "::"),
     ]);
     // Requests without a valid token come from ::1, the others from 127.0.0.1:
     // the server's failed-token throttle (429 after 10 failures a minute per

@@ -15,7 +15,7 @@ import {
   type ServerFlags,
 } from "../src/cli/command_line.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { startServerProcess, writeTestTls } from "./helpers/server_process.ts";
+import { serverArgs, startServerProcess, writeTestTls } from "./helpers/server_process.ts";
 import { startTestServer, type TestServer, uploadForm } from "./helpers/test_server.ts";
 import { rattlerPrefixForm, sha256Hex } from "./helpers/upload_clients.ts";
 
@@ -266,18 +266,7 @@ Deno.test("flags win over AUH_ variables, even invalid ones", async () => {
   const tls = await writeTestTls(dir.path);
   const token = "flag-token";
   await using server = await startServerProcess([
-    "-d",
-    channel,
-    "-p",
-    "0",
-    "--host",
-    "127.0.0.1",
-    "-c",
-    tls.certFile,
-    "-k",
-    tls.keyFile,
-    "-t",
-    await hashToken(token),
+    ...await serverArgs(channel, tls, token),
     "--log_format",
     "text",
   ], {

@@ -16,7 +16,7 @@ import {
   type PemKeyPair,
 } from "../src/tls/self_signed_certificate.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { startServerProcess } from "./helpers/server_process.ts";
+import { serverArgs, startServerProcess } from "./helpers/server_process.ts";
 import { spoolEntries } from "./helpers/upload_clients.ts";
 
 const TOKEN = "tls-reload-token";
@@ -71,18 +71,10 @@ Deno.test("SIGHUP re-reads the certificate files: new connections get certificat
     ]);
     await writePair(dir, a);
     await using server = await startServerProcess([
-      "-d",
-      channel,
-      "-p",
-      "0",
-      "--host",
-      "127.0.0.1",
-      "-c",
-      join(dir, "cert.pem"),
-      "-k",
-      join(dir, "key.pem"),
-      "-t",
-      await hashToken(TOKEN),
+      ...await serverArgs(channel, {
+        certFile: join(dir, "cert.pem"),
+        keyFile: join(dir, "key.pem"),
+      }, TOKEN),
     ]);
     assert.equal(await healthWith(server.url, a.ca), 200);
     assert.match(String(await healthWith(server.url, b.ca)), /certificate|UnknownIssuer/i);

@@ -10,6 +10,7 @@ import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommandLine } from "../../src/cli/command_line.ts";
 import { isKnownSubdir } from "../../src/package/platforms.ts";
+import { hashToken } from "../../src/auth/token_hash.ts";
 import { serverPermissionFlags } from "../../src/permissions.ts";
 import { createSelfSignedCertificate } from "../../src/tls/self_signed_certificate.ts";
 
@@ -466,4 +467,30 @@ export async function curlUpload(
   }
   const newline = text.lastIndexOf("\n");
   return { status: Number(text.slice(newline + 1)), body: text.slice(0, newline) };
+}
+
+/**
+ * The usual command line of a test server: the channel, any free port on
+ * `host`, the TLS files and one token (given as its hash, as in production).
+ */
+export async function serverArgs(
+  channel: string,
+  tls: { certFile: string; keyFile: string },
+  token: string,
+  host = "127.0.0.1",
+): Promise<string[]> {
+  return [
+    "-d",
+    channel,
+    "-p",
+    "0",
+    "--host",
+    host,
+    "-c",
+    tls.certFile,
+    "-k",
+    tls.keyFile,
+    "-t",
+    await hashToken(token),
+  ];
 }
