@@ -11,6 +11,7 @@ import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda
 import { solveWithRattler } from "./helpers/rattler_solve.ts";
 import { snapshotDirectory, startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
+  assertReplaced,
   channelPackages,
   runCurl,
   sentHeaders,
@@ -260,15 +261,7 @@ Deno.test("PUT answers 409 for a duplicate, 403 for a refused ?force=true, and r
     assert.equal(unforced.status, 409);
     await unforced.body?.cancel();
     const forced = await artifactoryPut(server, `${path}?force=true`, auth, second);
-    assert.equal(forced.status, 201);
-    assert.equal((await forced.json()).replaced, true);
-    assert.equal(
-      (await servedRecord(server, `linux-64/${packageFilename(spec)}`))?.sha256,
-      sha256Hex(second),
-    );
-    const etagAfter = await servedEtag(server, `linux-64/${packageFilename(spec)}`);
-    assert.notEqual(etagAfter, null);
-    assert.notEqual(etagAfter, etagBefore);
+    await assertReplaced(server, forced, `linux-64/${packageFilename(spec)}`, second, etagBefore);
   }
 });
 

@@ -21,6 +21,7 @@ import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda
 import { solveWithRattler } from "./helpers/rattler_solve.ts";
 import { snapshotDirectory, startTestServer } from "./helpers/test_server.ts";
 import {
+  assertReplaced,
   channelPackages,
   rattlerPrefixForm,
   servedEtag,
@@ -295,12 +296,7 @@ Deno.test("POST /api/v1/upload/<channel> answers 409 for a duplicate, 403 for a 
       filename,
       second,
     );
-    assert.equal(forced.status, 201);
-    assert.equal((await forced.json()).replaced, true);
-    assert.equal((await servedRecord(server, `linux-64/${filename}`))?.sha256, sha256Hex(second));
-    const etagAfter = await servedEtag(server, `linux-64/${filename}`);
-    assert.notEqual(etagAfter, null);
-    assert.notEqual(etagAfter, etagBefore);
+    await assertReplaced(server, forced, `linux-64/${filename}`, second, etagBefore);
     const served = await (await server.fetch(`/linux-64/${filename}`)).bytes();
     assert.equal(sha256Hex(served), sha256Hex(second));
   }

@@ -10,6 +10,7 @@ import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda
 import { solveWithRattler } from "./helpers/rattler_solve.ts";
 import { snapshotDirectory, startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
+  assertReplaced,
   channelPackages,
   runCurl,
   sentHeaders,
@@ -227,11 +228,6 @@ Deno.test("quetz upload answers 409 for a duplicate, 403 for a refused force=tru
       server.token,
       second,
     );
-    assert.equal(forced.status, 201);
-    assert.equal((await forced.json()).replaced, true);
-    assert.equal((await servedRecord(server, `linux-64/${filename}`))?.sha256, sha256Hex(second));
-    const etagAfter = await servedEtag(server, `linux-64/${filename}`);
-    assert.notEqual(etagAfter, null);
-    assert.notEqual(etagAfter, etagBefore);
+    await assertReplaced(server, forced, `linux-64/${filename}`, second, etagBefore);
   }
 });

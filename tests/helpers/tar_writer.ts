@@ -5,6 +5,10 @@
  * @module
  */
 
+import { concatBytes } from "../../src/index/repodata_record.ts";
+
+export { concatBytes };
+
 /** The size of a tar block. */
 export const TAR_BLOCK = 512;
 
@@ -174,17 +178,4 @@ export function buildTar(entries: TarEntry[], options: BuildTarOptions = {}): Ui
   }
   if (!options.omitEnd) parts.push(tarEnd());
   return concatBytes(parts);
-}
-
-/** Concatenates byte arrays. */
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

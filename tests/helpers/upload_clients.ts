@@ -7,6 +7,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import type { TestServer } from "./test_server.ts";
 
@@ -271,6 +272,26 @@ export async function servedEtag(server: TestServer, path: string): Promise<stri
   const response = await server.fetch(`/${path}`, { method: "HEAD" });
   await response.body?.cancel();
   return response.status === 200 ? response.headers.get("etag") : null;
+}
+
+/**
+ * Checks that a forced upload replaced `path` (`subdir/filename`): a 201 that
+ * says so, the index record's sha256 is the new bytes', and the served ETag
+ * changed from `etagBefore`.
+ */
+export async function assertReplaced(
+  server: TestServer,
+  forced: Response,
+  path: string,
+  bytes: Uint8Array,
+  etagBefore: string | null,
+): Promise<void> {
+  assert.equal(forced.status, 201);
+  assert.equal((await forced.json()).replaced, true);
+  assert.equal((await servedRecord(server, path))?.sha256, sha256Hex(bytes));
+  const etagAfter = await servedEtag(server, path);
+  assert.notEqual(etagAfter, null);
+  assert.notEqual(etagAfter, etagBefore);
 }
 
 /** The package files (not index files) under the channel root, as `subdir/filename`, sorted. */
