@@ -1,0 +1,172 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import {
+  ObjectExistsError,
+  ObjectNotFoundError,
+  PreconditionFailedError,
+  RangeNotSatisfiableError,
+} from "../src/storage/object_store.ts";
+import { newTestStore, noS3Engine } from "./helpers/s3_test_store.ts";
+
+const text = (value: string) => new TextEncoder().encode(value);
+const read = async (body: ReadableStream<Uint8Array>) => await new Response(body).text();
+
+Deno.test({
+  name: "S3ObjectStore put, get, head, Range and conditional get against the real engine",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("basic");
+    const etag = await store.put("linux-64/a.txt", text("hello world"), {
+      contentType: "text/plain",
+      metadata: { sha256: "abc" },
+    });
+    assert.equal(etag, `"${createHash("md5").update("hello world").digest("hex")}"`);
+
+    const head = await store.head("linux-64/a.txt");
+    assert.equal(head?.size, 11);
+    assert.equal(head?.etag, etag);
+    assert.equal(head?.metadata?.sha256, "abc");
+    assert.equal(await store.head("linux-64/missing.txt"), undefined);
+
+    const whole = await store.get("linux-64/a.txt");
+    assert(whole.kind === "body");
+    assert.equal(await read(whole.body), "hello world");
+    assert.equal(whole.info.etag, etag);
+
+    const part = await store.get("linux-64/a.txt", { range: { start: 6, end: 9 } });
+    assert(part.kind === "body");
+    assert.equal(await read(part.body), "worl");
+    assert.deepEqual(part.range, { start: 6, end: 9 });
+    assert.equal(part.info.size, 11);
+
+    const tail = await store.get("linux-64/a.txt", { range: { start: 6 } });
+    assert(tail.kind === "body");
+    assert.equal(await read(tail.body), "world");
+
+    assert.deepEqual(await store.get("linux-64/a.txt", { ifNoneMatch: etag }), {
+      kind: "not-modified",
+      etag,
+    });
+    await assert.rejects(
+      store.get("linux-64/a.txt", { ifMatch: '"0123"' }),
+      PreconditionFailedError,
+    );
+    await assert.rejects(
+      store.get("linux-64/a.txt", { range: { start: 100 } }),
+      RangeNotSatisfiableError,
+    );
+    await assert.rejects(store.get("linux-64/missing.txt"), ObjectNotFoundError);
+    assert.equal(await store.getBytes("linux-64/missing.txt"), undefined);
+  },
+});
+
+Deno.test({
+  name: "S3ObjectStore put createOnly refuses an existing key and overwrite replaces it",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("create-only");
+    await store.put("k", text("first"), { createOnly: true });
+    await assert.rejects(store.put("k", text("second"), { createOnly: true }), ObjectExistsError);
+    assert.equal(new TextDecoder().decode((await store.getBytes("k"))?.bytes), "first");
+    await store.put("k", text("third"));
+    assert.equal(new TextDecoder().decode((await store.getBytes("k"))?.bytes), "third");
+  },
+});
+
+Deno.test({
+  name: "S3ObjectStore put createOnly: of 10 concurrent writers exactly one wins",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("race");
+    for (let round = 0; round < 3; round++) {
+      const key = `race-${round}`;
+      const results = await Promise.allSettled(
+        Array.from(
+          { length: 10 },
+          (_, i) => store.put(key, text(`writer ${i}`), { createOnly: true }),
+        ),
+      );
+      const winners = results.flatMap((result, i) => result.status === "fulfilled" ? [i] : []);
+      assert.equal(winners.length, 1, `round ${round}: winners ${winners}`);
+      for (const result of results) {
+        if (result.status === "rejected") assert(result.reason instanceof ObjectExistsError);
+      }
+      const stored = new TextDecoder().decode((await store.getBytes(key))?.bytes);
+      assert.equal(stored, `writer ${winners[0]}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "S3ObjectStore list pages through a prefix in key order, from startAfter",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("list");
+    const keys = Array.from({ length: 25 }, (_, i) => `events/${String(i).padStart(4, "0")}`);
+    await Promise.all(keys.map((key) => store.put(key, text(key))));
+    await store.put("other/x", text("x"));
+    const listed = [];
+    for await (const info of store.list("events/", { pageSize: 7 })) listed.push(info);
+    assert.deepEqual(listed.map((info) => info.key), keys);
+    assert.equal(listed[0]?.size, 11);
+    assert.match(listed[0]?.etag ?? "", /^"[0-9a-f]{32}"$/);
+    const after = [];
+    for await (const info of store.list("events/", { startAfter: "events/0019", pageSize: 2 })) {
+      after.push(info.key);
+    }
+    assert.deepEqual(after, keys.slice(20));
+  },
+});
+
+Deno.test({
+  name: "S3ObjectStore delete removes an object and a missing one is not an error",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("delete");
+    await store.put("a", text("a"));
+    await store.delete("a");
+    assert.equal(await store.head("a"), undefined);
+    await store.delete("a");
+    // A deleted key can be created again, create-only.
+    await store.put("a", text("again"), { createOnly: true });
+  },
+});
+
+Deno.test({
+  name: "S3ObjectStore putFile sends a large file as a multipart upload with the same bytes",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("multipart");
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = join(dir, "big.bin");
+      const size = 12 * 1024 ** 2 + 12345;
+      const bytes = new Uint8Array(size);
+      for (let i = 0; i < size; i += 65536) {
+        crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65536)));
+      }
+      await Deno.writeFile(path, bytes);
+      const etag = await store.putFile(path, "big.bin", {
+        partSize: 5 * 1024 ** 2,
+        concurrency: 2,
+        metadata: { sha256: "x" },
+      });
+      assert.match(etag, /^"[0-9a-f]{32}-3"$/);
+      const got = await store.getBytes("big.bin");
+      assert.equal(got?.info.size, size);
+      assert.equal(got?.info.metadata?.sha256, "x");
+      const digest = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
+      assert.equal(digest(got?.bytes ?? new Uint8Array()), digest(bytes));
+      // A small file goes as one create-only PUT.
+      await Deno.writeFile(join(dir, "small.bin"), bytes.subarray(0, 1000));
+      await store.putFile(join(dir, "small.bin"), "small.bin", { createOnly: true });
+      await assert.rejects(
+        store.putFile(join(dir, "small.bin"), "small.bin", { createOnly: true }),
+        ObjectExistsError,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
