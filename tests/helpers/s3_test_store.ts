@@ -43,8 +43,15 @@ export async function newTestStore(
   name: string,
   options: S3ObjectStoreOptions = {},
 ): Promise<S3ObjectStore> {
+  return await openTestStore(`${name}-${crypto.randomUUID().slice(0, 8)}`, options);
+}
+
+/** A store on the test bucket under the given prefix (shared with a subprocess). */
+export async function openTestStore(
+  prefix: string,
+  options: S3ObjectStoreOptions = {},
+): Promise<S3ObjectStore> {
   if (s3TestSettings === undefined) throw new TypeError("Cannot run: no S3 test engine");
-  const prefix = `${name}-${crypto.randomUUID().slice(0, 8)}`;
   const store = new S3ObjectStore(s3TestSettings, { bucket: TEST_BUCKET, prefix }, options);
   bucketReady ??= store.createBucket();
   await bucketReady;
