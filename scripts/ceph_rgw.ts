@@ -7,6 +7,8 @@
  *   deno run -A scripts/ceph_rgw.ts stop --dir DIR      stop the daemons by PID, remove DIR
  *   deno run -A scripts/ceph_rgw.ts run -- CMD ARGS...  start, run CMD with the variables, stop
  *
+ * `deno task test:s3` is the last form with the tests in tests/object_storage/.
+ *
  * Debian's packages (`ceph-mon ceph-osd radosgw ceph-common`) are installed
  * with apt-get when `radosgw` is missing (root only; ~30 s). The daemons
  * daemonize and write PID files under DIR/run; `stop` sends SIGTERM to those
@@ -378,7 +380,9 @@ async function main(args: string[]): Promise<number> {
     const started = Date.now();
     const rgw = await startCephRgw({ ...(values.dir ? { dir: values.dir } : {}), install });
     console.error(`Ceph RGW ${rgw.endpoint} up in ${Date.now() - started} ms (dir ${rgw.dir})`);
-    const [program, ...rest] = command as [string, ...string[]];
+    const [name, ...rest] = command as [string, ...string[]];
+    // `deno` means this Deno (CI runs it through npx, not from PATH).
+    const program = name === "deno" ? Deno.execPath() : name;
     try {
       const child = new Deno.Command(program, { args: rest, env: rgw.env }).spawn();
       const onSignal = () => child.kill("SIGTERM");

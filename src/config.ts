@@ -10,6 +10,12 @@ import { DEFAULT_SALT, isTokenHash } from "./auth/token_hash.ts";
 import type { ServerFlags } from "./cli/command_line.ts";
 import type { LogFormat } from "./log.ts";
 import { isKnownSubdir } from "./package/platforms.ts";
+import {
+  parseS3Url,
+  type S3Location,
+  type S3Settings,
+  s3SettingsFromEnv,
+} from "./storage/s3_location.ts";
 
 /** A start-up problem, reported as one line and a non-zero exit. */
 export class ConfigError extends Error {
@@ -61,6 +67,32 @@ export interface ServerConfig {
   dev: boolean;
 }
 
+/** Where the channel is kept when `--storage` names an object store. */
+export interface ObjectStorageConfig {
+  /** The kind of store. */
+  kind: "s3";
+  /** Bucket and key prefix. */
+  location: S3Location;
+  /** Credentials, region and endpoint from the `AWS_*` variables. */
+  settings: S3Settings;
+}
+
+/**
+ * Checks `--storage s3://BUCKET/PREFIX` and the `AWS_*` variables it needs;
+ * throws {@linkcode ConfigError}.
+ */
+export function resolveObjectStorage(
+  value: string,
+  env: Readonly<Record<string, string>>,
+): ObjectStorageConfig {
+  try {
+    return { kind: "s3", location: parseS3Url(value), settings: s3SettingsFromEnv(env) };
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigError(reason.replace(/^Cannot [^:]+: /, "Cannot start: "));
+  }
+}
+
 /** Default port, the original README's example being 9999 but TLS servers usually 8443. */
 export const DEFAULT_PORT = 8443;
 /** Default largest artifact: 4 GiB. */
@@ -69,6 +101,12 @@ export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 ** 3;
 /** Checks flags and reads the token hash file; throws {@linkcode ConfigError}. */
 export async function resolveServerConfig(flags: ServerFlags): Promise<ServerConfig> {
   const dev = flags.dev;
+  if (flags.storage !== undefined) {
+    resolveObjectStorage(flags.storage, Deno.env.toObject());
+    throw new ConfigError(
+      "Cannot start: --storage is checked but not served yet (object storage, issue 14, phase 2)",
+    );
+  }
   if (flags.writeDir === undefined && !dev) {
     throw new ConfigError("Cannot start: no channel directory given (-d WRITE_DIR)");
   }

@@ -29,6 +29,12 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     help:
       "channel root; packages go to WRITE_DIR/<subdir>/ (a path ending in a subdir name, as the original tool used, means its parent)",
   },
+  storage: {
+    type: "string",
+    value: "URL",
+    help:
+      "s3://BUCKET/PREFIX: keep the channel in S3-compatible object storage (credentials and endpoint from AWS_*); checked, not served yet",
+  },
   port: { short: "p", type: "string", value: "PORT", help: "port to listen on (default 8443)" },
   host: {
     type: "string",
@@ -119,6 +125,7 @@ export type Command =
 /** The server flags as parsed (strings, not yet validated). */
 export interface ServerFlags {
   writeDir?: string;
+  storage?: string;
   port?: string;
   host?: string;
   condaExe?: string;
@@ -193,6 +200,7 @@ function parseServe(args: readonly string[], env: Readonly<Record<string, string
     dev: boolean("dev"),
   };
   assign(flags, "writeDir", string("write_dir"));
+  assign(flags, "storage", string("storage"));
   assign(flags, "port", string("port"));
   assign(flags, "host", string("host"));
   assign(flags, "condaExe", string("conda_exe"));

@@ -50,15 +50,19 @@ const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
  */
 export function parseS3Url(url: string): S3Location {
   const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
-  if (!match) throw new SyntaxError(`Cannot parse storage ${url}: expected s3://BUCKET/PREFIX`);
+  if (!match) {
+    throw new SyntaxError(`Cannot parse storage URL: ${url} is not like s3://BUCKET/PREFIX`);
+  }
   const bucket = match[1] ?? "";
   if (!BUCKET.test(bucket) || bucket.includes("..")) {
-    throw new SyntaxError(`Cannot parse storage ${url}: ${bucket} is not a valid bucket name`);
+    throw new SyntaxError(`Cannot parse storage URL: ${bucket} is not a valid bucket name`);
   }
   const prefix = (match[2] ?? "").replace(/^\/+|\/+$/g, "");
   const segments = prefix === "" ? [] : prefix.split("/");
   if (segments.some((segment) => segment === "" || segment === "." || segment === "..")) {
-    throw new SyntaxError(`Cannot parse storage ${url}: the prefix has an empty, . or .. segment`);
+    throw new SyntaxError(
+      `Cannot parse storage URL: the prefix of ${url} has an empty, . or .. segment`,
+    );
   }
   return { bucket, prefix };
 }

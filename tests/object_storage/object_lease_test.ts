@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { LeaseBusyError, LeaseLostError, ObjectLease } from "../src/storage/object_lease.ts";
-import { newTestStore, noS3Engine } from "./helpers/s3_test_store.ts";
+import { LeaseBusyError, LeaseLostError, ObjectLease } from "../../src/storage/object_lease.ts";
+import { newTestStore, noS3Engine } from "../helpers/s3_test_store.ts";
 
-const WORKER = fileURLToPath(new URL("./helpers/s3_coordination_worker.ts", import.meta.url));
+const WORKER = fileURLToPath(new URL("../helpers/s3_coordination_worker.ts", import.meta.url));
 
 Deno.test({
   name: "ObjectLease: of 8 concurrent contenders exactly one holds the lease",

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { type LogEvent, ObjectEventLog } from "../src/storage/object_event_log.ts";
-import { newTestStore, noS3Engine } from "./helpers/s3_test_store.ts";
+import { type LogEvent, ObjectEventLog } from "../../src/storage/object_event_log.ts";
+import { newTestStore, noS3Engine } from "../helpers/s3_test_store.ts";
 
-const WORKER = fileURLToPath(new URL("./helpers/s3_coordination_worker.ts", import.meta.url));
+const WORKER = fileURLToPath(new URL("../helpers/s3_coordination_worker.ts", import.meta.url));
 
 interface Entry {
   writer: string;

@@ -6,8 +6,8 @@ import {
   ObjectNotFoundError,
   PreconditionFailedError,
   RangeNotSatisfiableError,
-} from "../src/storage/object_store.ts";
-import { newTestStore, noS3Engine } from "./helpers/s3_test_store.ts";
+} from "../../src/storage/object_store.ts";
+import { newTestStore, noS3Engine } from "../helpers/s3_test_store.ts";
 
 const text = (value: string) => new TextEncoder().encode(value);
 const read = async (body: ReadableStream<Uint8Array>) => await new Response(body).text();
