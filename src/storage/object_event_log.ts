@@ -8,7 +8,9 @@
  * tries the next number, and on "exists" lists again and tries the next:
  * every event gets exactly one sequence number, no event overwrites another
  * and none is lost. A writer tries `N + 1` only after it saw `N`, so the log
- * has no holes except those pruning makes at its start.
+ * has no holes except those pruning makes at its start (a reader reads
+ * every number up to the highest listed by key, so a listing that lags
+ * behind an object cannot make one).
  *
  * A snapshot `<prefix>/snapshots/<S>` holds the state after event `S`; a
  * reader loads the newest snapshot and the events after it. {@linkcode
@@ -145,24 +147,28 @@ export class ObjectEventLog<E, S> {
    * The events after `afterSeq`, in order. Returns `hole: true` (and the
    * events after the hole) when events right after `afterSeq` were pruned:
    * the caller must start again from the newest snapshot.
+   *
+   * The listing only tells how far the log goes: every number from
+   * `afterSeq + 1` to the highest listed is read by key, so an event whose
+   * listing entry lags behind its object (RGW completes bucket-index
+   * entries asynchronously) is still read, in order.
    */
   async eventsAfter(afterSeq: number): Promise<{ events: LogEvent<E>[]; hole: boolean }> {
-    const seqs: number[] = [];
+    let last = afterSeq;
     const options = afterSeq > 0 ? { startAfter: this.#eventKey(afterSeq) } : {};
     for await (const info of this.#store.list(`${this.#prefix}/events/`, options)) {
       const seq = seqOf(info.key);
-      if (seq !== undefined && seq > afterSeq) seqs.push(seq);
+      if (seq !== undefined && seq > last) last = seq;
     }
-    const hole = seqs.length > 0 && seqs[0] !== afterSeq + 1;
+    const seqs = Array.from({ length: last - afterSeq }, (_, index) => afterSeq + 1 + index);
     const events = await mapLimited(seqs, 8, async (seq) => {
       const got = await this.#store.getBytes(this.#eventKey(seq));
-      if (got === undefined) return undefined; // pruned between list and read
+      if (got === undefined) return undefined; // pruned
       return JSON.parse(new TextDecoder().decode(got.bytes)) as LogEvent<E>;
     });
     const present = events.filter((event): event is LogEvent<E> => event !== undefined);
-    const last = present.at(-1)?.seq;
-    if (last !== undefined && last > this.#knownHead) this.#knownHead = last;
-    return { events: present, hole: hole || present.length !== seqs.length };
+    if (last > this.#knownHead) this.#knownHead = last;
+    return { events: present, hole: present.length !== seqs.length };
   }
 
   /** The newest snapshot, or undefined when there is none. */
