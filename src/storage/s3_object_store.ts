@@ -55,6 +55,8 @@ export interface S3ObjectStoreOptions {
    * @default {60000}
    */
   requestTimeoutMs?: number;
+  /** The HTTP client to send with, e.g. one trusting a private CA (`Deno.createHttpClient`). */
+  httpClient?: Deno.HttpClient;
 }
 
 /** The default multipart part size: 16 MiB. */
@@ -84,6 +86,7 @@ export class S3ObjectStore implements ObjectStore {
   readonly #attempts: number;
   readonly #backoffMs: number;
   readonly #requestTimeoutMs: number;
+  readonly #httpClient: Deno.HttpClient | undefined;
 
   constructor(settings: S3Settings, location: S3Location, options: S3ObjectStoreOptions = {}) {
     this.#settings = settings;
@@ -91,6 +94,7 @@ export class S3ObjectStore implements ObjectStore {
     this.#attempts = options.attempts ?? 5;
     this.#backoffMs = options.backoffMs ?? 100;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.#httpClient = options.httpClient;
     this.#client = new AwsClient({
       accessKeyId: settings.accessKeyId,
       secretAccessKey: settings.secretAccessKey,
@@ -430,7 +434,10 @@ export class S3ObjectStore implements ObjectStore {
           // Our buffers are never backed by a SharedArrayBuffer.
           ...(options.body ? { body: options.body as Uint8Array<ArrayBuffer> } : {}),
         });
-        response = await fetch(request, { signal: AbortSignal.any(signals) });
+        response = await fetch(request, {
+          signal: AbortSignal.any(signals),
+          ...(this.#httpClient ? { client: this.#httpClient } : {}),
+        });
       } catch (error) {
         if (options.signal?.aborted) throw error;
         lastError = new ObjectStoreError(`Cannot ${what}: ${String(error)}`, 0, undefined, {
