@@ -76,9 +76,16 @@ export interface PutOptions {
 /** Options for {@linkcode ObjectStore.putFile}. */
 export interface PutFileOptions extends PutOptions {
   /**
-   * Files larger than this go as a multipart upload of parts this size;
-   * memory use is about `partSize * concurrency`.
-   * @default {16 MiB}
+   * Files up to this size go as one streamed PUT (so `createOnly` is atomic
+   * on every store); larger ones as a multipart upload, where `createOnly`
+   * is only as good as the store's CompleteMultipartUpload (ignored by Ceph
+   * RGW 16.2).
+   * @default {5 GiB, the S3 limit of one PUT}
+   */
+  multipartThreshold?: number;
+  /**
+   * Part size of a multipart upload (parts are streamed from the file).
+   * @default {64 MiB}
    */
   partSize?: number;
   /**
@@ -110,8 +117,8 @@ export interface ObjectStore {
   /** Writes an object from memory; returns its ETag. */
   put(key: string, bytes: Uint8Array, options?: PutOptions): Promise<string>;
   /**
-   * Writes an object from a local file with bounded memory (multipart above
-   * `partSize`); returns its ETag when the store reports one.
+   * Writes an object from a local file, streamed (memory does not grow with
+   * the file); multipart above `multipartThreshold`. Returns its ETag.
    */
   putFile(path: string, key: string, options?: PutFileOptions): Promise<string>;
   /** Every object whose key starts with `prefix`, in key order, page by page. */

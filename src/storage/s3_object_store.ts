@@ -36,6 +36,7 @@ import {
   RangeNotSatisfiableError,
 } from "./object_store.ts";
 import type { S3Location, S3Settings } from "./s3_location.ts";
+import { sendFileBody } from "./file_body_request.ts";
 import { xmlElements, xmlText } from "./s3_xml.ts";
 
 /** Options for {@linkcode S3ObjectStore}. */
@@ -59,8 +60,10 @@ export interface S3ObjectStoreOptions {
   httpClient?: Deno.HttpClient;
 }
 
-/** The default multipart part size: 16 MiB. */
-export const DEFAULT_PART_SIZE = 16 * 1024 ** 2;
+/** The default multipart part size: 64 MiB (parts are streamed, so it costs no memory). */
+export const DEFAULT_PART_SIZE = 64 * 1024 ** 2;
+/** The largest single PUT that S3 accepts (and RGW's default `rgw max put size`): 5 GiB. */
+export const MAX_SINGLE_PUT = 5 * 1024 ** 3;
 // S3's smallest part (except the last).
 const MIN_PART_SIZE = 5 * 1024 ** 2;
 const MAX_PARTS = 10_000;
@@ -71,6 +74,8 @@ interface SendOptions {
   query?: Record<string, string>;
   headers?: Record<string, string>;
   body?: Uint8Array;
+  /** A byte range of a local file as the body, streamed. */
+  file?: { path: string; offset: number; length: number };
   signal?: AbortSignal;
   /** Statuses that are answers, not failures. */
   expect: readonly number[];
@@ -225,23 +230,20 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async putFile(path: string, key: string, options: PutFileOptions = {}): Promise<string> {
+    const size = (await Deno.stat(path)).size;
+    if (size <= (options.multipartThreshold ?? MAX_SINGLE_PUT)) {
+      return await this.#putFileWhole(path, size, key, options);
+    }
     const partSize = options.partSize ?? DEFAULT_PART_SIZE;
     if (partSize < MIN_PART_SIZE) {
       throw new RangeError(`Cannot upload ${key}: part size ${partSize} is below 5 MiB`);
-    }
-    using file = await Deno.open(path, { read: true });
-    const size = (await file.stat()).size;
-    if (size <= partSize) {
-      const bytes = new Uint8Array(size);
-      await readFully(file, bytes, 0);
-      return await this.put(key, bytes, options);
     }
     if (Math.ceil(size / partSize) > MAX_PARTS) {
       throw new RangeError(`Cannot upload ${key}: ${size} bytes need more than 10000 parts`);
     }
     const uploadId = await this.#initiateMultipart(key, options);
     try {
-      const etags = await this.#uploadParts(file, size, key, uploadId, options);
+      const etags = await this.#uploadParts(path, size, key, uploadId, options);
       return await this.#completeMultipart(key, uploadId, etags, options);
     } catch (error) {
       await this.#send({
@@ -252,6 +254,34 @@ export class S3ObjectStore implements ObjectStore {
       }).then((response) => response.body?.cancel()).catch(() => {});
       throw error;
     }
+  }
+
+  async #putFileWhole(
+    path: string,
+    size: number,
+    key: string,
+    options: PutOptions,
+  ): Promise<string> {
+    const headers = objectHeaders(options);
+    if (options.createOnly) headers["if-none-match"] = "*";
+    let attempt = 0;
+    const response = await this.#send({
+      method: "PUT",
+      key,
+      headers,
+      file: { path, offset: 0, length: size },
+      expect: [200, 412],
+      onAttempt: () => attempt++,
+    });
+    await response.body?.cancel();
+    if (response.status === 412) {
+      if (attempt > 1) {
+        const info = await this.head(key);
+        if (info?.size === size && info.etag === `"${await md5OfFile(path)}"`) return info.etag;
+      }
+      throw options.createOnly ? new ObjectExistsError(key) : new PreconditionFailedError(key);
+    }
+    return response.headers.get("etag") ?? "";
   }
 
   async #initiateMultipart(key: string, options: PutOptions): Promise<string> {
@@ -267,8 +297,9 @@ export class S3ObjectStore implements ObjectStore {
     return uploadId;
   }
 
+  // Parts are streamed from the file at their offsets, `concurrency` at a time.
   async #uploadParts(
-    file: Deno.FsFile,
+    path: string,
     size: number,
     key: string,
     uploadId: string,
@@ -279,30 +310,16 @@ export class S3ObjectStore implements ObjectStore {
     const etags: string[] = new Array(partCount);
     let next = 0;
     let failed = false;
-    // Workers share one file handle: one seek+read at a time, so a worker's
-    // seek cannot move another's read.
-    let reading: Promise<void> = Promise.resolve();
-    const readAt = (into: Uint8Array, offset: number): Promise<void> => {
-      const result = reading.then(() => readFully(file, into, offset));
-      reading = result.catch(() => {});
-      return result;
-    };
-    // Each worker owns one buffer and reads its part at its offset, so the
-    // memory in use is partSize times the workers, whatever the file's size.
     const worker = async () => {
-      const buffer = new Uint8Array(partSize);
       while (next < partCount && !failed) {
         const index = next++;
-        const start = index * partSize;
-        const length = Math.min(partSize, size - start);
-        const bytes = buffer.subarray(0, length);
-        await readAt(bytes, start);
+        const offset = index * partSize;
         try {
           const response = await this.#send({
             method: "PUT",
             key,
             query: { partNumber: String(index + 1), uploadId },
-            body: bytes,
+            file: { path, offset, length: Math.min(partSize, size - offset) },
             expect: [200],
           });
           await response.body?.cancel();
@@ -428,16 +445,28 @@ export class S3ObjectStore implements ObjectStore {
       if (options.signal) signals.push(options.signal);
       let response: Response;
       try {
-        const request = await this.#client.sign(url, {
+        // Signed without the body (S3 takes UNSIGNED-PAYLOAD), so the body is
+        // handed to fetch once instead of being copied into a Request first.
+        const signed = await this.#client.sign(url, {
           method: options.method,
           headers: options.headers ?? {},
-          // Our buffers are never backed by a SharedArrayBuffer.
-          ...(options.body ? { body: options.body as Uint8Array<ArrayBuffer> } : {}),
         });
-        response = await fetch(request, {
-          signal: AbortSignal.any(signals),
-          ...(this.#httpClient ? { client: this.#httpClient } : {}),
-        });
+        response = options.file
+          ? await sendFileBody({
+            url: signed.url,
+            method: options.method,
+            headers: signed.headers,
+            ...options.file,
+            signal: AbortSignal.any(signals),
+          })
+          : await fetch(signed.url, {
+            method: options.method,
+            headers: signed.headers,
+            // Our buffers are never backed by a SharedArrayBuffer.
+            ...(options.body ? { body: options.body as Uint8Array<ArrayBuffer> } : {}),
+            signal: AbortSignal.any(signals),
+            ...(this.#httpClient ? { client: this.#httpClient } : {}),
+          });
       } catch (error) {
         if (options.signal?.aborted) throw error;
         lastError = new ObjectStoreError(`Cannot ${what}: ${String(error)}`, 0, undefined, {
@@ -493,14 +522,9 @@ function escapeXml(text: string): string {
     .replaceAll('"', "&quot;");
 }
 
-async function readFully(file: Deno.FsFile, into: Uint8Array, offset: number): Promise<void> {
-  await file.seek(offset, Deno.SeekMode.Start);
-  let filled = 0;
-  while (filled < into.byteLength) {
-    const read = await file.read(into.subarray(filled));
-    if (read === null) {
-      throw new RangeError("Cannot read file: it ended early (changed while read)");
-    }
-    filled += read;
-  }
+async function md5OfFile(path: string): Promise<string> {
+  const hash = createHash("md5");
+  using file = await Deno.open(path, { read: true });
+  for await (const chunk of file.readable) hash.update(chunk);
+  return hash.digest("hex");
 }

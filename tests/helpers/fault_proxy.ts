@@ -39,6 +39,23 @@ const SLOW_DOWN = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application
   "Content-Length: 60\r\nConnection: close\r\n\r\n" +
   "<Error><Code>SlowDown</Code><Message></Message></Error>     ";
 
+// Reads the rest of a request with a Content-Length body, so an early answer
+// is read by the client instead of breaking its upload.
+async function drainBody(client: Deno.Conn, head: Uint8Array): Promise<void> {
+  const text = new TextDecoder().decode(head);
+  const headEnd = text.indexOf("\r\n\r\n");
+  const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(text)?.[1] ?? "0");
+  if (headEnd === -1) return;
+  // The head is ASCII, so its byte length is its text length.
+  let remaining = length - (head.byteLength - (headEnd + 4));
+  const buffer = new Uint8Array(65536);
+  while (remaining > 0) {
+    const read = await client.read(buffer);
+    if (read === null) return;
+    remaining -= read;
+  }
+}
+
 /** Starts a proxy to `upstream` (`http://127.0.0.1:PORT`) deciding each request with `decide`. */
 export function startFaultProxy(
   upstream: string,
@@ -61,6 +78,7 @@ export function startFaultProxy(
       const fault = decide(method, target);
       seen.push({ method, target, fault });
       if (fault === "503") {
+        await drainBody(client, head);
         await client.write(new TextEncoder().encode(SLOW_DOWN));
         return;
       }

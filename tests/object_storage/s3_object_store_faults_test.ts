@@ -103,6 +103,31 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "S3ObjectStore putFile resends the file after a 503 and counts its own object after a lost answer",
+  ignore: noS3Engine,
+  async fn() {
+    await using stores = await storesWithFaults(
+      "faults-file",
+      sequence((method) => method === "PUT", ["503", "pass", "lose-response", "pass"]),
+    );
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = join(dir, "pkg.bin");
+      const bytes = new Uint8Array(3 * 1024 ** 2).map((_, i) => i % 251);
+      await Deno.writeFile(path, bytes);
+      await stores.faulty.putFile(path, "a.bin", { createOnly: true });
+      await stores.faulty.putFile(path, "b.bin", { createOnly: true });
+      for (const key of ["a.bin", "b.bin"]) {
+        assert.deepEqual((await stores.direct.getBytes(key))?.bytes, bytes);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "S3ObjectStore aborts a multipart upload whose part keeps failing, leaving no object",
   ignore: noS3Engine,
   async fn() {
@@ -116,7 +141,11 @@ Deno.test({
       const path = join(dir, "big.bin");
       await Deno.writeFile(path, new Uint8Array(11 * 1024 ** 2).fill(7));
       await assert.rejects(
-        stores.faulty.putFile(path, "big.bin", { partSize: 5 * 1024 ** 2, concurrency: 1 }),
+        stores.faulty.putFile(path, "big.bin", {
+          multipartThreshold: 5 * 1024 ** 2,
+          partSize: 5 * 1024 ** 2,
+          concurrency: 1,
+        }),
         (error: Error) => error instanceof ObjectStoreError && error.status === 503,
       );
     } finally {

@@ -134,10 +134,11 @@ Deno.test({
 });
 
 Deno.test({
-  name: "S3ObjectStore putFile sends a large file as a multipart upload with the same bytes",
+  name:
+    "S3ObjectStore putFile streams a file as one create-only PUT, or multipart above the threshold",
   ignore: noS3Engine,
   async fn() {
-    const store = await newTestStore("multipart");
+    const store = await newTestStore("put-file");
     const dir = await Deno.makeTempDir();
     try {
       const path = join(dir, "big.bin");
@@ -147,24 +148,37 @@ Deno.test({
         crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65536)));
       }
       await Deno.writeFile(path, bytes);
-      const etag = await store.putFile(path, "big.bin", {
+      const digest = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
+
+      // One streamed PUT: create-only holds, the ETag is the file's MD5.
+      const whole = await store.putFile(path, "whole.bin", { createOnly: true });
+      assert.equal(whole, `"${createHash("md5").update(bytes).digest("hex")}"`);
+      await assert.rejects(
+        store.putFile(path, "whole.bin", { createOnly: true }),
+        ObjectExistsError,
+      );
+      assert.equal(
+        digest((await store.getBytes("whole.bin"))?.bytes ?? new Uint8Array()),
+        digest(bytes),
+      );
+
+      // Multipart: 5 MiB parts, two at a time.
+      const etag = await store.putFile(path, "parts.bin", {
+        multipartThreshold: 5 * 1024 ** 2,
         partSize: 5 * 1024 ** 2,
         concurrency: 2,
         metadata: { sha256: "x" },
       });
       assert.match(etag, /^"[0-9a-f]{32}-3"$/);
-      const got = await store.getBytes("big.bin");
+      const got = await store.getBytes("parts.bin");
       assert.equal(got?.info.size, size);
       assert.equal(got?.info.metadata?.sha256, "x");
-      const digest = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
       assert.equal(digest(got?.bytes ?? new Uint8Array()), digest(bytes));
-      // A small file goes as one create-only PUT.
-      await Deno.writeFile(join(dir, "small.bin"), bytes.subarray(0, 1000));
-      await store.putFile(join(dir, "small.bin"), "small.bin", { createOnly: true });
-      await assert.rejects(
-        store.putFile(join(dir, "small.bin"), "small.bin", { createOnly: true }),
-        ObjectExistsError,
-      );
+
+      // An empty file is an empty object.
+      await Deno.writeFile(join(dir, "empty.bin"), new Uint8Array());
+      await store.putFile(join(dir, "empty.bin"), "empty.bin", { createOnly: true });
+      assert.equal((await store.head("empty.bin"))?.size, 0);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
