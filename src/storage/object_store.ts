@@ -67,6 +67,12 @@ export interface PutOptions {
    * @default {false}
    */
   createOnly?: boolean;
+  /**
+   * Replace the object only if its ETag is this one (`If-Match`); otherwise
+   * throw {@linkcode PreconditionFailedError}. Not every store performs it
+   * (Ceph RGW 16.2 always refuses a quoted ETag): see `store_capabilities.ts`.
+   */
+  ifMatch?: string;
   /** `Content-Type` stored with the object. */
   contentType?: string;
   /** User metadata (`x-amz-meta-<name>`), names lowercase. */
@@ -146,7 +152,7 @@ export class ObjectNotFoundError extends Error {
 /** Thrown when an `If-Match` precondition does not hold. */
 export class PreconditionFailedError extends Error {
   constructor(key: string) {
-    super(`Cannot read object ${key}: its ETag does not match`);
+    super(`Cannot use object ${key}: its ETag does not match`);
     this.name = "PreconditionFailedError";
   }
 }

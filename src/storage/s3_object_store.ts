@@ -203,6 +203,7 @@ export class S3ObjectStore implements ObjectStore {
   async put(key: string, bytes: Uint8Array, options: PutOptions = {}): Promise<string> {
     const headers = objectHeaders(options);
     if (options.createOnly) headers["if-none-match"] = "*";
+    if (options.ifMatch !== undefined) headers["if-match"] = options.ifMatch;
     let attempt = 0;
     const response = await this.#send({
       method: "PUT",
@@ -264,6 +265,7 @@ export class S3ObjectStore implements ObjectStore {
   ): Promise<string> {
     const headers = objectHeaders(options);
     if (options.createOnly) headers["if-none-match"] = "*";
+    if (options.ifMatch !== undefined) headers["if-match"] = options.ifMatch;
     let attempt = 0;
     const response = await this.#send({
       method: "PUT",

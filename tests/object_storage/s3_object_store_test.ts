@@ -7,6 +7,7 @@ import {
   PreconditionFailedError,
   RangeNotSatisfiableError,
 } from "../../src/storage/object_store.ts";
+import { probeStoreCapabilities } from "../../src/storage/store_capabilities.ts";
 import { newTestStore, noS3Engine } from "../helpers/s3_test_store.ts";
 
 const text = (value: string) => new TextEncoder().encode(value);
@@ -182,5 +183,23 @@ Deno.test({
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name: "probeStoreCapabilities() finds create-only but no quoted If-Match on Ceph RGW 16.2",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("capabilities");
+    assert.deepEqual(await probeStoreCapabilities(store, ".probe"), {
+      createOnly: true,
+      ifMatch: false,
+    });
+    // The scratch object is gone.
+    for await (const info of store.list(".probe/")) assert.fail(`left behind: ${info.key}`);
+    // Quoted If-Match is refused even with the current ETag; a wrong one too.
+    const etag = await store.put("k", text("v"));
+    await assert.rejects(store.put("k", text("w"), { ifMatch: etag }), PreconditionFailedError);
+    await assert.rejects(store.put("k", text("w"), { ifMatch: '"0"' }), PreconditionFailedError);
   },
 });
