@@ -94,6 +94,12 @@ export interface HeldLease {
   isValid(): boolean;
   /** Extends the lease by a new generation; throws {@linkcode LeaseLostError}. */
   renew(): Promise<void>;
+  /**
+   * Renews every third of the ttl in the background until {@linkcode release};
+   * the signal aborts (reason: the error) when a renewal fails or the lease
+   * runs out before one succeeds. Work done under the lease should stop then.
+   */
+  keepRenewed(): AbortSignal;
   /** Gives the lease up (creates a released generation). */
   release(): Promise<void>;
 }
@@ -198,24 +204,66 @@ export class ObjectLease {
   #held(first: number, startedAt: number): HeldLease {
     let generation = first;
     let validUntil = startedAt + this.#ttlMs;
+    let stopped = false;
+    const timers = new Set<ReturnType<typeof setTimeout>>();
+    const stopTimers = () => {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+    };
     const name = this.#name;
-    const lease = {
+    const ttlMs = this.#ttlMs;
+    const renew = async () => {
+      const startedAt = performance.now();
+      if (!await this.#create(generation + 1, false)) throw new LeaseLostError(name, generation);
+      generation += 1;
+      validUntil = startedAt + ttlMs;
+    };
+    return {
       get generation() {
         return generation;
       },
-      isValid: () => performance.now() < validUntil,
-      renew: async () => {
-        const startedAt = performance.now();
-        if (!await this.#create(generation + 1, false)) throw new LeaseLostError(name, generation);
-        generation += 1;
-        validUntil = startedAt + this.#ttlMs;
+      isValid: () => !stopped && performance.now() < validUntil,
+      renew,
+      keepRenewed: () => {
+        const controller = new AbortController();
+        const fail = (reason: unknown) => {
+          stopTimers();
+          if (!controller.signal.aborted) controller.abort(reason);
+        };
+        // Aborts if the lease runs out before a renewal lands.
+        const watch = () => {
+          const timer = setTimeout(() => {
+            timers.delete(timer);
+            if (performance.now() >= validUntil) {
+              fail(new LeaseLostError(name, generation));
+            } else watch();
+          }, Math.max(0, validUntil - performance.now()));
+          timers.add(timer);
+        };
+        const tick = () => {
+          const timer = setTimeout(async () => {
+            timers.delete(timer);
+            if (stopped) return;
+            try {
+              await renew();
+              if (!stopped) tick();
+            } catch (error) {
+              fail(error);
+            }
+          }, ttlMs / 3);
+          timers.add(timer);
+        };
+        watch();
+        tick();
+        return controller.signal;
       },
       release: async () => {
+        stopped = true;
+        stopTimers();
         if (await this.#create(generation + 1, true)) generation += 1;
         validUntil = 0;
       },
     };
-    return lease;
   }
 
   /** Deletes all but the newest `keep` generations; returns how many were deleted. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { LeaseBusyError, LeaseLostError, ObjectLease } from "../../src/storage/object_lease.ts";
+import { ObjectExistsError } from "../../src/storage/object_store.ts";
 import { newTestStore, noS3Engine } from "../helpers/s3_test_store.ts";
 
 const WORKER = fileURLToPath(new URL("../helpers/s3_coordination_worker.ts", import.meta.url));
@@ -126,5 +127,37 @@ Deno.test({
     }
     const counter = await store.getBytes("counter");
     assert.equal(new TextDecoder().decode(counter?.bytes), "24");
+  },
+});
+
+Deno.test({
+  name: "ObjectLease keepRenewed() holds the lease past its ttl and aborts when it is taken over",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("lease-keep");
+    const ttlMs = 1500;
+    const held = await new ObjectLease(store, "lock", { owner: "a", ttlMs }).acquire();
+    const signal = held.keepRenewed();
+    await new Promise((resolve) => setTimeout(resolve, ttlMs * 3));
+    assert.equal(signal.aborted, false);
+    assert(held.isValid());
+    assert(held.generation >= 3, `only ${held.generation - 1} renewals in 3 ttl`);
+    await assert.rejects(new ObjectLease(store, "lock", { ttlMs }).acquire(), LeaseBusyError);
+
+    // Someone creates the next generation (as after a partition): the renewal fails.
+    // (A renewal may take the number first: then try the one after it.)
+    for (let taken = false; !taken;) {
+      const next = String(held.generation + 1).padStart(12, "0");
+      taken = await store.put(`lock/${next}`, new TextEncoder().encode("{}"), { createOnly: true })
+        .then(() => true, (error) => {
+          if (error instanceof ObjectExistsError) return false;
+          throw error;
+        });
+    }
+    const reason = await new Promise((resolve) =>
+      signal.addEventListener("abort", () => resolve(signal.reason), { once: true })
+    );
+    assert(reason instanceof LeaseLostError);
+    await held.release(); // stops the timers; the generation is taken, nothing written
   },
 });

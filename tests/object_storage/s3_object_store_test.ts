@@ -203,3 +203,25 @@ Deno.test({
     await assert.rejects(store.put("k", text("w"), { ifMatch: '"0"' }), PreconditionFailedError);
   },
 });
+
+Deno.test({
+  name:
+    "S3ObjectStore keys with +, !, ~, spaces, = and non-ASCII round-trip through put, get, list",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("odd-keys");
+    const keys = [
+      "linux-64/torch-2.1.0+cu118-py311_0.conda",
+      "noarch/a!b~c=d e-1.0-0.tar.bz2",
+      "noarch/ünïcödé-1.0-0.conda",
+    ];
+    for (const key of keys) await store.put(key, text(key), { createOnly: true });
+    for (const key of keys) {
+      assert.equal(new TextDecoder().decode((await store.getBytes(key))?.bytes), key);
+      assert.equal((await store.head(key))?.size, new TextEncoder().encode(key).byteLength);
+    }
+    const listed = [];
+    for await (const info of store.list("")) listed.push(info.key);
+    assert.deepEqual(listed, [...keys].sort());
+  },
+});
