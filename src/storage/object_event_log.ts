@@ -79,7 +79,17 @@ function seqOf(key: string): number | undefined {
   return /^\d{16}$/.test(name) ? Number(name) : undefined;
 }
 
-/** A log of JSON events `E` with snapshots of a JSON state `S`, under one key prefix. */
+/**
+ * A log of JSON events `E` with snapshots of a JSON state `S`, under one key prefix.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { ObjectEventLog } from "./object_event_log.ts";
+ * const log = new ObjectEventLog<{ add: string }, string[]>(store, ".index/linux-64");
+ * const { seq } = await log.append({ add: "foo-1.0-0.conda" });
+ * const { state } = await log.load([], (names, event) => [...names, event.payload.add]);
+ * ```
+ */
 export class ObjectEventLog<E, S> {
   readonly #store: ObjectStore;
   readonly #prefix: string;

@@ -104,7 +104,21 @@ export interface HeldLease {
   release(): Promise<void>;
 }
 
-/** One named lease in a store. */
+/**
+ * One named lease in a store.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { ObjectLease } from "./object_lease.ts";
+ * const held = await new ObjectLease(store, ".index/linux-64/writer").acquire({ waitMs: 5000 });
+ * const signal = held.keepRenewed();
+ * try {
+ *   await writeDerivedFiles({ signal, fencingToken: held.generation });
+ * } finally {
+ *   await held.release();
+ * }
+ * ```
+ */
 export class ObjectLease {
   readonly #store: ObjectStore;
   readonly #name: string;

@@ -83,7 +83,20 @@ interface SendOptions {
   onAttempt?: () => void;
 }
 
-/** An S3 bucket (and key prefix) as an {@linkcode ObjectStore}. */
+/**
+ * An S3 bucket (and key prefix) as an {@linkcode ObjectStore}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { S3ObjectStore } from "./s3_object_store.ts";
+ * import { parseS3Url, s3SettingsFromEnv } from "./s3_location.ts";
+ * const store = new S3ObjectStore(
+ *   s3SettingsFromEnv(Deno.env.toObject()),
+ *   parseS3Url("s3://conda/main"),
+ * );
+ * await store.putFile("/tmp/spool/abc", "linux-64/foo-1.0-0.conda", { createOnly: true });
+ * ```
+ */
 export class S3ObjectStore implements ObjectStore {
   readonly #client: AwsClient;
   readonly #settings: S3Settings;
