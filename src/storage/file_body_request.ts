@@ -27,8 +27,10 @@ export interface FileBodyRequest {
   offset: number;
   /** Body length in bytes. */
   length: number;
+  /** Cuts the request off when the connection is idle this long, in ms. */
+  idleTimeoutMs: number;
   /** Cancels the request. */
-  signal: AbortSignal;
+  signal?: AbortSignal;
 }
 
 const READ_SIZE = 1024 * 1024;
@@ -51,7 +53,8 @@ export function sendFileBody(request: FileBodyRequest): Promise<Response> {
       method: request.method,
       headers,
       agent: false,
-      signal: request.signal,
+      timeout: request.idleTimeoutMs,
+      ...(request.signal ? { signal: request.signal } : {}),
     }, (incoming) => {
       const chunks: Uint8Array<ArrayBuffer>[] = [];
       incoming.on("data", (chunk: Uint8Array<ArrayBuffer>) => chunks.push(chunk));
@@ -69,6 +72,9 @@ export function sendFileBody(request: FileBodyRequest): Promise<Response> {
       });
     });
     outgoing.on("error", reject);
+    outgoing.on("timeout", () => {
+      outgoing.destroy(new Error(`no progress in ${request.idleTimeoutMs} ms`));
+    });
     if (request.length === 0) {
       outgoing.end();
       return;

@@ -52,7 +52,8 @@ export interface S3ObjectStoreOptions {
    */
   backoffMs?: number;
   /**
-   * Longest wait for the answer's headers, in ms.
+   * Longest wait for an answer's headers, and longest stall of a file
+   * upload, in ms (a response body may take as long as it takes).
    * @default {60000}
    */
   requestTimeoutMs?: number;
@@ -456,8 +457,16 @@ export class S3ObjectStore implements ObjectStore {
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
       options.onAttempt?.();
-      const signals = [AbortSignal.timeout(this.#requestTimeoutMs)];
-      if (options.signal) signals.push(options.signal);
+      // The timeout covers the wait for the answer's headers, not the
+      // streaming of a response body (a package served to a slow client).
+      const timeout = new AbortController();
+      const timer = setTimeout(
+        () => timeout.abort(new DOMException("no answer in time", "TimeoutError")),
+        this.#requestTimeoutMs,
+      );
+      const signal = options.signal
+        ? AbortSignal.any([timeout.signal, options.signal])
+        : timeout.signal;
       let response: Response;
       try {
         // Signed without the body (S3 takes UNSIGNED-PAYLOAD), so the body is
@@ -472,14 +481,16 @@ export class S3ObjectStore implements ObjectStore {
             method: options.method,
             headers: signed.headers,
             ...options.file,
-            signal: AbortSignal.any(signals),
+            // A long upload is cut off only when it stalls.
+            idleTimeoutMs: this.#requestTimeoutMs,
+            ...(options.signal ? { signal: options.signal } : {}),
           })
           : await fetch(signed.url, {
             method: options.method,
             headers: signed.headers,
             // Our buffers are never backed by a SharedArrayBuffer.
             ...(options.body ? { body: options.body as Uint8Array<ArrayBuffer> } : {}),
-            signal: AbortSignal.any(signals),
+            signal,
             ...(this.#httpClient ? { client: this.#httpClient } : {}),
           });
       } catch (error) {
@@ -488,6 +499,8 @@ export class S3ObjectStore implements ObjectStore {
           cause: error,
         });
         continue;
+      } finally {
+        clearTimeout(timer);
       }
       if (options.expect.includes(response.status)) return response;
       const text = await response.text().catch(() => "");

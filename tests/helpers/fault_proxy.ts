@@ -13,7 +13,9 @@ export type Fault =
   | "pass" // forward and answer
   | "503" // answer 503 SlowDown without forwarding
   | "drop" // close the connection without forwarding or answering
-  | "lose-response"; // forward, let the engine act, then close without answering
+  | "lose-response" // forward, let the engine act, then close without answering
+  | "hang" // read the request, never answer
+  | "slow-body"; // forward, but hold the rest of the answer 1 s after its first bytes
 
 /** A request as the proxy saw it. */
 export interface SeenRequest {
@@ -83,6 +85,10 @@ export function startFaultProxy(
         return;
       }
       if (fault === "drop") return;
+      if (fault === "hang") {
+        await client.readable.pipeTo(new WritableStream()).catch(() => {});
+        return;
+      }
       server = await Deno.connect({
         hostname: upstreamUrl.hostname,
         port: Number(upstreamUrl.port),
@@ -96,6 +102,13 @@ export function startFaultProxy(
         await reader.read();
         reader.releaseLock();
         return;
+      }
+      if (fault === "slow-body") {
+        const reader = server.readable.getReader();
+        const first = await reader.read();
+        if (!first.done) await client.write(first.value);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        reader.releaseLock();
       }
       await server.readable.pipeTo(client.writable).catch(() => {});
       await upload;

@@ -167,3 +167,27 @@ Deno.test({
     assert.doesNotMatch(listing, /<Upload>/);
   },
 });
+
+Deno.test({
+  name: "S3ObjectStore times out a store that never answers, but not a slow response body",
+  ignore: noS3Engine,
+  async fn() {
+    await using stores = await storesWithFaults(
+      "faults-timeout",
+      (method) => method === "HEAD" ? "hang" : method === "GET" ? "slow-body" : "pass",
+      { attempts: 2, requestTimeoutMs: 300 },
+    );
+    await assert.rejects(stores.faulty.head("k"), (error: Error) => {
+      assert(error instanceof ObjectStoreError);
+      assert.equal(error.status, 0);
+      assert.match(error.message, /^Cannot HEAD k: .*no answer in time/);
+      return true;
+    });
+    assert.equal(stores.proxy.seen.filter((r) => r.method === "HEAD").length, 2);
+
+    const bytes = new Uint8Array(4 * 1024 ** 2).map((_, i) => i % 253);
+    await stores.direct.put("k", bytes);
+    const got = await stores.faulty.getBytes("k"); // body held back 1 s > 300 ms
+    assert.deepEqual(got?.bytes, bytes);
+  },
+});
