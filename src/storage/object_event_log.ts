@@ -145,11 +145,9 @@ export class ObjectEventLog<E, S> {
         throw new LogContentionError(this.#prefix, conflicts);
       }
       if (next > this.#knownHead) this.#knownHead = next;
+      // No growing backoff: a loser that waits longer after each loss falls
+      // ever further behind the winners and starves (capture effect).
       next = await this.head() + 1;
-      // Many writers on one number: spread the retries a little.
-      if (conflicts > 2) {
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * conflicts));
-      }
     }
   }
 

@@ -3,7 +3,8 @@
  * engine, so the tests can race several processes and kill one with
  * SIGKILL. Run with the test engine's variables in the environment:
  *
- *   append PREFIX WRITER COUNT          append COUNT events {writer, i}; print "done"
+ *   append PREFIX WRITER COUNT          append COUNT events {writer, i}; print "seq N" after
+ *                                       each (acknowledged), then "done"
  *   hold-lease PREFIX NAME TTL_MS       take the lease, print "held GEN", renew every TTL/4
  *   increment PREFIX NAME KEY TIMES     TIMES x (take lease, read KEY, write KEY+1, release)
  *
@@ -20,7 +21,9 @@ const store = await openTestStore(prefix);
 if (mode === "append") {
   const [writer = "", count = "0"] = rest;
   const log = new ObjectEventLog<{ writer: string; i: number }, unknown>(store, "log");
-  for (let i = 0; i < Number(count); i++) await log.append({ writer, i });
+  for (let i = 0; i < Number(count); i++) {
+    console.log(`seq ${(await log.append({ writer, i })).seq}`);
+  }
   console.log("done");
 } else if (mode === "hold-lease") {
   const [name = "", ttl = "2000"] = rest;

@@ -64,9 +64,12 @@ Deno.test({
     ));
     for (const output of outputs) {
       assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-      assert.equal(new TextDecoder().decode(output.stdout).trim(), "done");
+      const lines = new TextDecoder().decode(output.stdout).trim().split("\n");
+      assert.equal(lines.at(-1), "done");
+      assert.equal(lines.length, 21);
     }
-    assertCompleteLog(await allEvents(new ObjectEventLog(store, "log")), writers, 20);
+    const events = await allEvents(new ObjectEventLog(store, "log"));
+    assertCompleteLog(events, writers, 20);
   },
 });
 
@@ -114,5 +117,80 @@ Deno.test({
       (await new ObjectEventLog<Entry, unknown>(store, "log").append({ writer: "y", i: 1 })).seq,
       10,
     );
+  },
+});
+
+Deno.test({
+  name:
+    "ObjectEventLog: a writer killed with SIGKILL mid-run loses no acknowledged event and leaves no hole",
+  ignore: noS3Engine,
+  async fn() {
+    const store = await newTestStore("log-kill");
+    const prefix = store.location.prefix;
+    const spawn = (writer: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", WORKER, "append", prefix, writer, "100000"],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+    const victim = spawn("victim");
+    const survivor = spawn("survivor");
+    const stop = async (child: Deno.ChildProcess) => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already ended
+      }
+      await child.status;
+    };
+    const log = new ObjectEventLog<Entry, unknown>(store, "log");
+    const acknowledged: number[] = [];
+    const reader = victim.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let headAtKill = 0;
+    try {
+      // Read the victim's acknowledgements until it has made 15, then kill it
+      // (appends are fair: the survivor must not starve it meanwhile).
+      const watchdog = setTimeout(() => victim.kill("SIGKILL"), 60_000);
+      let buffer = "";
+      while (acknowledged.length < 15) {
+        const { value, done } = await reader.read();
+        assert(!done, `the victim made ${acknowledged.length} appends in 60 s`);
+        buffer += value;
+        const lines = buffer.split("\n");
+        buffer = lines.pop() ?? "";
+        for (const line of lines) acknowledged.push(Number(line.replace("seq ", "")));
+      }
+      clearTimeout(watchdog);
+      await stop(victim);
+      // Let the survivor go on past the kill, then stop it too.
+      headAtKill = await log.head();
+      const deadline = Date.now() + 60_000;
+      while (await log.head() < headAtKill + 10 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      await stop(victim);
+      await reader.cancel();
+      await stop(survivor);
+      await survivor.stdout.cancel();
+    }
+
+    const { events, hole } = await log.eventsAfter(0);
+    assert.equal(hole, false);
+    assert.deepEqual(events.map((event) => event.seq), events.map((_, index) => index + 1));
+    assert(events.length >= headAtKill + 10, `the survivor stopped at ${events.length}`);
+    const victims = events.filter((event) => event.payload.writer === "victim");
+    // Every acknowledged event is there at the number it was acknowledged with,
+    // and the victim's events are its first appends in order (one unacknowledged may follow).
+    for (const [i, seq] of acknowledged.entries()) {
+      assert.deepEqual(victims[i] && { seq: victims[i].seq, i: victims[i].payload.i }, { seq, i });
+    }
+    assert(victims.length <= acknowledged.length + 1);
+    // A new writer continues after the head.
+    const next = await new ObjectEventLog<Entry, unknown>(store, "log").append({
+      writer: "new",
+      i: 0,
+    });
+    assert.equal(next.seq, events.length + 1);
   },
 });
