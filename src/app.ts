@@ -16,6 +16,7 @@ import { AuditLog } from "./observability/audit_log.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { createHandler } from "./server.ts";
 import { AuthThrottle } from "./auth/auth_throttle.ts";
+import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import { UploadGate } from "./upload/upload_gate.ts";
 import { ChannelStorage } from "./storage/channel_storage.ts";
 import { type UploadEvents, UploadService } from "./upload/upload_service.ts";
@@ -118,6 +119,11 @@ export async function startApplication(
     events: uploadEvents(metrics, auditLog),
   });
   const gate = new UploadGate(config.maxConcurrentUploads);
+  const throttle = new AuthThrottle();
+  const preAuth = new PreAuthPool({
+    budgetMs: config.tokenTimeoutMs,
+    budgetBytes: config.tokenBudgetBytes,
+  });
   const handler = createHandler({
     storage,
     uploads,
@@ -126,7 +132,8 @@ export async function startApplication(
     serve: config.serve,
     channelName: config.channelName,
     gate,
-    throttle: new AuthThrottle(),
+    throttle,
+    preAuth,
     metrics,
     bodyIdleMs: config.bodyIdleMs,
   });
@@ -176,6 +183,8 @@ export async function startApplication(
     stopped ??= (async () => {
       stopWatching();
       gate.close();
+      preAuth.close();
+      throttle.close();
       const deadline = setTimeout(() => {
         if (gate.inFlight > 0) {
           logger.warn("shutdown deadline passed; aborting running uploads", {

@@ -59,6 +59,10 @@ export interface ServerConfig {
   maxConcurrentUploads: number;
   /** Longest stall of a request body, in ms. */
   bodyIdleMs: number;
+  /** Time from a form upload's start until its token field must have arrived, in ms. */
+  tokenTimeoutMs: number;
+  /** Form bytes that may come before the token field ends. */
+  tokenBudgetBytes: number;
   /** How long running uploads may finish after SIGTERM, in ms. */
   shutdownMs: number;
   /** Plain HTTP, for use behind a TLS-terminating proxy. */
@@ -97,6 +101,9 @@ export function resolveObjectStorage(
 export const DEFAULT_PORT = 8443;
 /** Default largest artifact: 4 GiB. */
 export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 ** 3;
+
+/** Form bytes that may come before the token field ends: 64 KiB, the multipart field limit. */
+export const TOKEN_BUDGET_BYTES = 65_536;
 
 /** Checks flags and reads the token hash file; throws {@linkcode ConfigError}. */
 export async function resolveServerConfig(flags: ServerFlags): Promise<ServerConfig> {
@@ -168,6 +175,8 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
       "--max_concurrent_uploads",
     ),
     bodyIdleMs: parseSeconds(flags.bodyTimeout ?? "60", "--body_timeout") * 1000,
+    tokenTimeoutMs: parseSeconds(flags.tokenTimeout ?? "10", "--token_timeout") * 1000,
+    tokenBudgetBytes: TOKEN_BUDGET_BYTES,
     shutdownMs: parseSeconds(flags.shutdownTimeout ?? "30", "--shutdown_timeout") * 1000,
     insecureNoTls: flags.insecureNoTls,
     dev,

@@ -14,22 +14,25 @@
  * | GET | `/health`, `/metrics` | readiness (JSON), Prometheus metrics |
  * | GET, HEAD | anything else | the channel's files |
  *
- * Write requests (POST, PUT, DELETE) pass the failed-token throttle (429)
- * and the concurrent upload cap (503) before anything else, and their body
- * is cut off when it stalls (408) or when a shutdown's deadline passes (503).
+ * Write requests go through the front door (`upload/front_door.ts`, one
+ * route table in `upload/write_routes.ts`): authenticated before an upload
+ * slot is taken (401, 429 from the failed-token throttle), then the
+ * concurrent upload cap (503); their body is cut off when it stalls (408) or
+ * when a shutdown's deadline passes (503).
  *
- * Every path may start with `/t/<token>/` (a conda token in the path); it is
- * taken out before routing, used as the token when no header carries one,
- * and written to the log as `/t/<redacted>/`.
+ * Every path may start with `/t/<token>/` (a conda token in the path, also
+ * as `//t/`, `%2Ft%2F`, ...); it is taken out before routing, used as the
+ * token when no header carries one, and written to the log as
+ * `/t/<redacted>/`.
  *
  * @module
  */
 
 import { basename } from "node:path";
 import type { AuthThrottle } from "./auth/auth_throttle.ts";
+import { Authenticator } from "./auth/authenticator.ts";
 import { redactPathToken, splitPathToken } from "./auth/path_token.ts";
 import type { TokenVerifier } from "./auth/token_verifier.ts";
-import { guardBody } from "./http/guarded_body.ts";
 import { errorResponse, HttpError } from "./http/http_error.ts";
 import { STATUS } from "./http/status.ts";
 import type { Logger } from "./log.ts";
@@ -37,16 +40,11 @@ import { healthResponse } from "./observability/health.ts";
 import type { Metrics } from "./observability/metrics.ts";
 import { serveChannel, type ServeChannelOptions } from "./serve/serve_channel.ts";
 import type { ChannelStorage } from "./storage/channel_storage.ts";
-import { handleArtifactoryUpload } from "./upload/artifactory_upload_route.ts";
-import type { ChannelRouteContext } from "./upload/channel_name.ts";
-import { handleDelete } from "./upload/delete_route.ts";
-import { handleFormUpload } from "./upload/form_upload_route.ts";
-import { handleLegacyUpload, isLegacyUpload } from "./upload/legacy_upload_route.ts";
-import { matchPackagePath } from "./upload/package_path.ts";
-import { handlePrefixUpload, matchPrefixUploadPath } from "./upload/prefix_upload_route.ts";
-import { handleQuetzUpload, matchQuetzUploadPath } from "./upload/quetz_upload_route.ts";
+import { type FrontDoorContext, handleWrite } from "./upload/front_door.ts";
+import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import type { UploadGate } from "./upload/upload_gate.ts";
 import type { UploadService } from "./upload/upload_service.ts";
+import { writeMethods } from "./upload/write_routes.ts";
 
 /** What the handler needs. */
 export interface HandlerContext {
@@ -71,6 +69,11 @@ export interface HandlerContext {
   gate: UploadGate;
   /** Failed-token slow-down per client address. */
   throttle: AuthThrottle;
+  /**
+   * Where form uploads wait for their token field.
+   * @default {new PreAuthPool()}
+   */
+  preAuth?: PreAuthPool;
   /** What `/metrics` reports. */
   metrics: Metrics;
   /** Longest wait for the next chunk of a request body, in ms. */
@@ -84,9 +87,17 @@ export type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Promise
 
 /** Creates the server's request handler. */
 export function createHandler(context: HandlerContext): Handler {
-  const routeContext: RouteContext = {
-    ...context,
-    channelName: context.channelName ?? basename(context.storage.root),
+  const channelName = context.channelName ?? basename(context.storage.root);
+  const frontDoor: FrontDoorContext = {
+    uploads: context.uploads,
+    authenticator: new Authenticator(context.verifier, context.throttle, {
+      onFailure: () => context.metrics.failedAuth++,
+    }),
+    gate: context.gate,
+    preAuth: context.preAuth ?? new PreAuthPool(),
+    channelName,
+    bodyIdleMs: context.bodyIdleMs,
+    metrics: context.metrics,
   };
   return async (request, info) => {
     const started = performance.now();
@@ -95,14 +106,13 @@ export function createHandler(context: HandlerContext): Handler {
     const write = WRITE_METHODS.has(request.method);
     let response: Response;
     try {
-      response = write
-        ? await handleWrite(request, client, routeContext)
-        : await route(withoutPathToken(request), routeContext);
+      response = (write ? await handleWrite(request, client, frontDoor) : undefined) ??
+        await route(withoutPathToken(request), context);
     } catch (error) {
       response = errorResponse(error);
       logFailure(context.logger, request, path, error);
     }
-    if (write) countWrite(request, response, client, started, context);
+    if (write) countWrite(request, response, started, context.metrics);
     context.logger.info("request", {
       method: request.method,
       path,
@@ -115,45 +125,12 @@ export function createHandler(context: HandlerContext): Handler {
   };
 }
 
-type RouteContext = HandlerContext & ChannelRouteContext;
-
-async function handleWrite(
-  request: Request,
-  client: string,
-  context: RouteContext,
-): Promise<Response> {
-  context.throttle.check(client);
-  const release = context.gate.enter();
-  context.metrics.uploadsInFlight = context.gate.inFlight;
-  try {
-    const guarded = request.body === null ? request : new Request(request.url, {
-      method: request.method,
-      headers: request.headers,
-      body: guardBody(request.body, {
-        idleMs: context.bodyIdleMs,
-        signal: context.gate.signal,
-        onBytes: (bytes) => context.metrics.bytesReceived += bytes,
-      }),
-    });
-    return await route(withoutPathToken(guarded), context);
-  } finally {
-    release();
-    context.metrics.uploadsInFlight = context.gate.inFlight;
-  }
-}
-
 function countWrite(
   request: Request,
   response: Response,
-  client: string,
   started: number,
-  context: HandlerContext,
+  metrics: Metrics,
 ): void {
-  const { metrics } = context;
-  if (response.status === STATUS.Unauthorized) {
-    metrics.failedAuth++;
-    context.throttle.fail(client);
-  }
   if (request.method === "DELETE") {
     if (response.ok) metrics.deletes++;
     return;
@@ -162,30 +139,10 @@ function countWrite(
   metrics.uploadDuration.observe((performance.now() - started) / 1000);
 }
 
-async function route(request: Request, context: RouteContext): Promise<Response> {
+/** The read routes (and the 405 of a write no route takes). */
+async function route(request: Request, context: HandlerContext): Promise<Response> {
   const { pathname } = new URL(request.url);
   const method = request.method;
-  if (method === "POST") {
-    if (pathname === "/") {
-      return isLegacyUpload(request)
-        ? await handleLegacyUpload(request, context)
-        : await handleFormUpload(request, context);
-    }
-    if (matchPrefixUploadPath(pathname) !== undefined) {
-      return isLegacyUpload(request)
-        ? await handleLegacyUpload(request, context)
-        : await handlePrefixUpload(request, context);
-    }
-    if (matchQuetzUploadPath(pathname) !== undefined) {
-      return await handleQuetzUpload(request, context);
-    }
-  }
-  if (method === "PUT" && matchPackagePath(pathname) !== undefined) {
-    return await handleArtifactoryUpload(request, context);
-  }
-  if (method === "DELETE" && matchPackagePath(pathname) !== undefined) {
-    return await handleDelete(request, context);
-  }
   if (method === "GET" && pathname === "/health") {
     return await healthResponse(context.storage, context.gate.inFlight);
   }
@@ -209,36 +166,17 @@ async function route(request: Request, context: RouteContext): Promise<Response>
 }
 
 function allowedMethods(pathname: string): string[] {
-  const methods = ["GET", "HEAD"];
-  if (
-    pathname === "/" || matchPrefixUploadPath(pathname) !== undefined ||
-    matchQuetzUploadPath(pathname) !== undefined
-  ) {
-    methods.push("POST");
-  }
-  if (matchPackagePath(pathname) !== undefined) methods.push("PUT", "DELETE");
-  return methods;
+  return ["GET", "HEAD", ...writeMethods(pathname)];
 }
 
-/**
- * The request without its `/t/<token>/` path prefix; the token moves into an
- * `X-API-Key` header unless the request carries credentials in headers.
- */
+/** The request without its `/t/<token>/` path prefix (reads ignore the token). */
 function withoutPathToken(request: Request): Request {
   const url = new URL(request.url);
   const { token, pathname } = splitPathToken(url.pathname);
   if (token === undefined) return request;
   url.pathname = pathname;
-  const headers = new Headers(request.headers);
-  if (token !== "" && !headers.has("authorization") && !headers.has("x-api-key")) {
-    try {
-      headers.set("x-api-key", token);
-    } catch {
-      // Not a valid header value, so not a valid token: the route answers 401.
-    }
-  }
   // No `signal`: Deno.serve's request signal also fires after a successful response.
-  return new Request(url, { method: request.method, headers, body: request.body });
+  return new Request(url, { method: request.method, headers: request.headers, body: request.body });
 }
 
 /** The request's path for log lines: clipped, and never with a path token. */

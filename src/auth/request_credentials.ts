@@ -1,43 +1,55 @@
 /**
- * Reads the token a client presents in HTTP headers: `Authorization: Bearer`,
- * `Authorization: Basic` (the password holds the token) or `X-API-Key`.
+ * Reads the credentials a client presents in the request head, once:
+ * `Authorization: Bearer`, `Authorization: Basic` (the password holds the
+ * token), `X-API-Key`, or a `/t/<token>/` path token. Headers win over the
+ * path token. The form protocol's `token` body field is read later, by the
+ * form body reader, and becomes credentials of source `"form"`.
  *
  * @module
  */
 
-import { badRequest, unauthorized } from "../http/http_error.ts";
-import type { Principal, TokenVerifier } from "./token_verifier.ts";
+import { badRequest } from "../http/http_error.ts";
+
+/** Where a token came from. */
+export type CredentialSource = "bearer" | "basic" | "api-key" | "path" | "form";
+
+/** What a client presented to prove who it is; resolved by an {@linkcode Authenticator}. */
+export interface Credentials {
+  /** The secret; undefined when none was presented. */
+  token: string | undefined;
+  /** Where it came from; undefined when none was presented. */
+  source: CredentialSource | undefined;
+}
+
+/** No credentials at all. */
+export const NO_CREDENTIALS: Credentials = { token: undefined, source: undefined };
 
 /**
- * The token in the request's headers, or undefined when none is sent.
- * A malformed `Authorization` header is a 400.
+ * The credentials in the request head: headers first, else the path token
+ * the router took out of the URL. A malformed `Authorization` header is a 400.
+ *
+ * @example Usage
+ * ```ts
+ * import { headCredentials } from "./request_credentials.ts";
+ * const headers = new Headers({ authorization: "Bearer s3cret" });
+ * console.log(headCredentials(headers, undefined)); // { token: "s3cret", source: "bearer" }
+ * ```
  */
-export function headerToken(headers: Headers): string | undefined {
+export function headCredentials(headers: Headers, pathToken: string | undefined): Credentials {
   const authorization = headers.get("authorization");
   if (authorization !== null) {
     const match = /^(\S+)\s+(\S+)\s*$/.exec(authorization);
     if (!match) throw badRequest("Cannot read Authorization header: expected '<scheme> <token>'");
     const scheme = match[1]!.toLowerCase();
     const value = match[2]!;
-    if (scheme === "bearer") return value;
-    if (scheme === "basic") return basicPassword(value);
+    if (scheme === "bearer") return { token: value, source: "bearer" };
+    if (scheme === "basic") return { token: basicPassword(value), source: "basic" };
     throw badRequest("Cannot read Authorization header: scheme must be Bearer or Basic");
   }
   const apiKey = headers.get("x-api-key");
-  return apiKey === null ? undefined : apiKey.trim();
-}
-
-/** Verifies `token`; a missing or wrong token is a 401 with `WWW-Authenticate`. */
-export async function authenticate(
-  verifier: TokenVerifier,
-  token: string | undefined,
-): Promise<Principal> {
-  if (token === undefined || token === "") {
-    throw unauthorized("Cannot upload: no token was sent");
-  }
-  const principal = await verifier.verify(token);
-  if (principal === undefined) throw unauthorized("Cannot upload: the token is not valid");
-  return principal;
+  if (apiKey !== null) return { token: apiKey.trim(), source: "api-key" };
+  if (pathToken !== undefined && pathToken !== "") return { token: pathToken, source: "path" };
+  return NO_CREDENTIALS;
 }
 
 function basicPassword(encoded: string): string {

@@ -96,6 +96,12 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     value: "SECONDS",
     help: "cut off an upload whose body stalls this long (default 60)",
   },
+  token_timeout: {
+    type: "string",
+    value: "SECONDS",
+    help:
+      "a form upload must send its token field within this long of its start, and within its first 64 KiB (default 10)",
+  },
   shutdown_timeout: {
     type: "string",
     value: "SECONDS",
@@ -142,6 +148,7 @@ export interface ServerFlags {
   auditLog?: string;
   maxConcurrentUploads?: string;
   bodyTimeout?: string;
+  tokenTimeout?: string;
   shutdownTimeout?: string;
   insecureNoTls: boolean;
   dev: boolean;
@@ -214,6 +221,7 @@ function parseServe(args: readonly string[], env: Readonly<Record<string, string
   assign(flags, "auditLog", string("audit_log"));
   assign(flags, "maxConcurrentUploads", string("max_concurrent_uploads"));
   assign(flags, "bodyTimeout", string("body_timeout"));
+  assign(flags, "tokenTimeout", string("token_timeout"));
   assign(flags, "shutdownTimeout", string("shutdown_timeout"));
   return { kind: "serve", flags };
 }

@@ -9,13 +9,6 @@
 
 import { HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
-import type { UploadRouteContext } from "./form_upload_route.ts";
-
-/** What a route whose URL names the channel needs. */
-export interface ChannelRouteContext extends UploadRouteContext {
-  /** The name of the channel this server holds. */
-  channelName: string;
-}
 
 /** Options for {@linkcode checkChannelName}. */
 export interface CheckChannelNameOptions {

@@ -6,11 +6,7 @@
  * @module
  */
 
-import { HttpError } from "../http/http_error.ts";
 import { pathSegments } from "../http/path_segments.ts";
-import { STATUS } from "../http/status.ts";
-import { isKnownSubdir } from "../package/platforms.ts";
-import { checkChannelName } from "./channel_name.ts";
 
 /** A package location named by a URL. */
 export interface PackagePath {
@@ -20,15 +16,6 @@ export interface PackagePath {
   subdir: string;
   /** The filename segment. */
   filename: string;
-}
-
-/** Options for {@linkcode checkPackagePath}. */
-export interface CheckPackagePathOptions {
-  /**
-   * The verb of the error message ("Cannot <action>: ...").
-   * @default {"upload"}
-   */
-  action?: string;
 }
 
 /**
@@ -50,29 +37,4 @@ export function matchPackagePath(pathname: string): PackagePath | undefined {
     subdir: segments.at(-2)!,
     filename: segments.at(-1)!,
   };
-}
-
-/**
- * Throws a 404 when `path` names a channel other than `channelName` or a
- * subdir that conda does not know.
- *
- * @example Usage
- * ```ts
- * import { checkPackagePath } from "./package_path.ts";
- * checkPackagePath({ channel: "", subdir: "linux-64", filename: "x-1-0.conda" }, "main"); // fine
- * ```
- */
-export function checkPackagePath(
-  path: PackagePath,
-  channelName: string,
-  options: CheckPackagePathOptions = {},
-): void {
-  const action = options.action ?? "upload";
-  if (path.channel !== "") checkChannelName(path.channel, channelName, { action });
-  if (!isKnownSubdir(path.subdir)) {
-    throw new HttpError(
-      STATUS.NotFound,
-      `Cannot ${action}: ${JSON.stringify(path.subdir.slice(0, 64))} is not a conda subdir`,
-    );
-  }
 }

@@ -1,8 +1,8 @@
 /**
  * The upload path shared by every protocol: spool the bytes with their
  * hashes, verify what the client declared, inspect the package, publish it
- * atomically and update the index. Protocol routes only translate requests
- * into {@linkcode UploadService.receive} and {@linkcode UploadService.publish}.
+ * atomically and update the index. The front door (`front_door.ts`) calls
+ * {@linkcode UploadService.receive} then {@linkcode UploadService.publish}.
  *
  * @module
  */
@@ -85,6 +85,8 @@ export class UploadService {
   readonly #storage: ChannelStorage;
   readonly #indexer: ChannelIndexer;
   readonly #options: UploadServiceOptions;
+  /** The last publish or delete of each file that is running or queued, by `subdir/filename`. */
+  readonly #fileTasks = new Map<string, Promise<void>>();
 
   constructor(storage: ChannelStorage, indexer: ChannelIndexer, options: UploadServiceOptions) {
     this.#storage = storage;
@@ -147,23 +149,43 @@ export class UploadService {
     }
   }
 
-  /** {@linkcode receive} then {@linkcode publish}, for raw-body protocols. */
-  async accept(body: ReadableStream<Uint8Array>, request: PublishRequest): Promise<StoredPackage> {
-    this.checkFilename(request.filename);
-    return await this.publish(await this.receive(body), request);
-  }
-
-  /** Removes a package and its index record; false when there was no such package. */
+  /**
+   * Removes a package and its index record; false when there was no such
+   * package. Never interleaves with a publish of the same file.
+   */
   async remove(subdir: string, filename: string, principal: Principal): Promise<boolean> {
     if (!isKnownSubdir(subdir)) return false;
     this.checkFilename(filename);
-    const removed = await this.#storage.removePackage(subdir, filename);
-    const unindexed = await this.#indexer.remove(subdir, filename);
-    if (removed || unindexed) {
+    const removed = await this.#oneAtATime(subdir, filename, async () => {
+      const removedFile = await this.#storage.removePackage(subdir, filename);
+      const unindexed = await this.#indexer.remove(subdir, filename);
+      return removedFile || unindexed;
+    });
+    if (removed) {
       this.#options.logger.info("deleted", { package: filename, subdir, by: principal });
       await this.#report(() => this.#options.events?.deleted?.(subdir, filename, principal));
     }
-    return removed || unindexed;
+    return removed;
+  }
+
+  /**
+   * Runs `task` once no other publish or delete of `subdir/filename` is
+   * running: a delete racing an upload of the same file then either comes
+   * first (and the upload publishes and indexes afresh) or second (and
+   * removes file and record), never in between, where it would leave a
+   * record whose file is gone.
+   */
+  async #oneAtATime<T>(subdir: string, filename: string, task: () => Promise<T>): Promise<T> {
+    const key = `${subdir}/${filename}`;
+    const before = this.#fileTasks.get(key) ?? Promise.resolve();
+    const run = before.then(task, task);
+    const settled = run.then(() => {}, () => {});
+    this.#fileTasks.set(key, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.#fileTasks.get(key) === settled) this.#fileTasks.delete(key);
+    }
   }
 
   async #publish(artifact: SpooledArtifact, request: PublishRequest): Promise<StoredPackage> {
@@ -196,38 +218,43 @@ export class UploadService {
         "Cannot replace package: overwriting is disabled on this server (--allow_overwrite)",
       );
     }
-    if (replace) {
-      // Drop the old record first, so that the index never describes bytes it does not
-      // hold, even after a crash between the rename and the new record.
-      await this.#indexer.remove(metadata.subdir, filename);
-    }
-    let replaced: boolean;
-    try {
-      ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
-        replace,
-      }));
-    } catch (error) {
-      if (error instanceof PackageExistsError) throw conflict(metadata.subdir, filename);
-      throw error;
-    }
-    const source = { filename, metadata, ...digestOf(artifact) };
-    const indexStarted = performance.now();
-    try {
-      await this.#indexer.add(source);
-      this.#options.events?.indexed?.((performance.now() - indexStarted) / 1000);
-    } catch (error) {
-      if (!replaced) await this.#storage.removePackage(metadata.subdir, filename);
-      this.#options.logger.error("index failed, package taken back out", {
-        package: filename,
-        subdir: metadata.subdir,
-        reason: error instanceof Error ? error.message : String(error),
-      });
-      throw new HttpError(
-        STATUS.InternalServerError,
-        `Cannot index package: ${error instanceof Error ? error.message : String(error)}`,
-        { cause: error },
-      );
-    }
+    // A replacement is one index write: `add` of a name the index holds
+    // replaces its record, so a reader polling repodata.json sees the old
+    // record or the new one, never neither. (A crash between the rename and
+    // that write leaves the old record describing the new file until the
+    // start-up reconcile re-reads the file, which is newer than the index.)
+    const replaced = await this.#oneAtATime(metadata.subdir, filename, async () => {
+      let replaced: boolean;
+      try {
+        ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
+          replace,
+        }));
+      } catch (error) {
+        if (error instanceof PackageExistsError) throw conflict(metadata.subdir, filename);
+        throw error;
+      }
+      const source = { filename, metadata, ...digestOf(artifact) };
+      const indexStarted = performance.now();
+      try {
+        await this.#indexer.add(source);
+        this.#options.events?.indexed?.((performance.now() - indexStarted) / 1000);
+      } catch (error) {
+        if (!replaced) await this.#storage.removePackage(metadata.subdir, filename);
+        // The old record describes bytes that were replaced: drop it if the index can.
+        else await this.#indexer.remove(metadata.subdir, filename).catch(() => false);
+        this.#options.logger.error("index failed, package taken back out", {
+          package: filename,
+          subdir: metadata.subdir,
+          reason: error instanceof Error ? error.message : String(error),
+        });
+        throw new HttpError(
+          STATUS.InternalServerError,
+          `Cannot index package: ${error instanceof Error ? error.message : String(error)}`,
+          { cause: error },
+        );
+      }
+      return replaced;
+    });
     this.#options.logger.info(replaced ? "replaced" : "published", {
       package: filename,
       subdir: metadata.subdir,

@@ -17,14 +17,10 @@
  * @module
  */
 
-import { authenticate, headerToken } from "../auth/request_credentials.ts";
-import { HttpError } from "../http/http_error.ts";
 import { pathSegments } from "../http/path_segments.ts";
 import { queryFlag } from "../http/query_flag.ts";
 import { STATUS } from "../http/status.ts";
-import { type ChannelRouteContext, checkChannelName } from "./channel_name.ts";
-import { createdResponse } from "./form_upload_route.ts";
-import { rawBody } from "./raw_upload.ts";
+import { declaredLength, type UploadIntent, type WriteRequest } from "./upload_intent.ts";
 
 /** Where a quetz upload goes, from its URL. */
 export interface QuetzUploadTarget {
@@ -40,7 +36,7 @@ export interface QuetzUploadTarget {
  *
  * @example Usage
  * ```ts
- * import { matchQuetzUploadPath } from "./quetz_upload_route.ts";
+ * import { matchQuetzUploadPath } from "./quetz_protocol.ts";
  * console.log(matchQuetzUploadPath("/api/channels/main/upload/foo-1.0-0.conda"));
  * // { channel: "main", filename: "foo-1.0-0.conda" }
  * ```
@@ -54,28 +50,23 @@ export function matchQuetzUploadPath(pathname: string): QuetzUploadTarget | unde
   return { channel: segments.slice(2, -2).join("/"), filename: segments.at(-1)! };
 }
 
-/** Handles `POST /api/channels/<channel>/upload/<filename>`. */
-export async function handleQuetzUpload(
-  request: Request,
-  context: ChannelRouteContext,
-): Promise<Response> {
-  const { uploads, verifier } = context;
-  const url = new URL(request.url);
-  const principal = await authenticate(verifier, headerToken(request.headers));
-  const target = matchQuetzUploadPath(url.pathname);
-  if (target === undefined) {
-    throw new HttpError(STATUS.NotFound, "Cannot upload: the path names no channel and file");
-  }
-  checkChannelName(target.channel, context.channelName);
-  uploads.checkFilename(target.filename);
-  const replace = queryFlag(url.searchParams, "force");
-  const sha256 = url.searchParams.get("sha256")?.trim() || undefined;
-  const stored = await uploads.accept(rawBody(request, uploads), {
+/** The intent of `POST /api/channels/<channel>/upload/<filename>`. */
+export function quetzUploadIntent(write: WriteRequest, target: QuetzUploadTarget): UploadIntent {
+  const { request, url } = write;
+  return {
+    action: "upload",
+    protocol: "quetz",
+    credentials: write.credentials,
+    channel: target.channel,
+    subdir: undefined,
     filename: target.filename,
-    principal,
-    expectedSha256: sha256,
-    replace,
+    expectedSha256: url.searchParams.get("sha256")?.trim() || undefined,
+    replace: queryFlag(url.searchParams, "force"),
+    body: { format: "raw", stream: request.body },
+    declaredLength: declaredLength(request.headers),
+    contentType: request.headers.get("content-type"),
     checksumMismatchStatus: STATUS.NotAcceptable,
-  });
-  return createdResponse(stored);
+    successStatus: STATUS.Created,
+    refusal: undefined,
+  };
 }

@@ -1,0 +1,53 @@
+/**
+ * `POST /`: the original tool's upload protocol. A multipart form with the
+ * fields `token` and `artifact` (as `curl -F` and Python `requests` send it),
+ * plus the optional `sha256` and `arch` fields; `Authorization: Bearer` (or
+ * any other head credentials) is accepted instead of the `token` field.
+ *
+ * The `token` field must come before `artifact` (else 401). Until it has
+ * arrived the request is not authenticated: it waits in the small pre-token
+ * pool, not in an upload slot, and the bytes before the token get a small
+ * total budget (see `pre_auth_pool.ts`). Success is a 201 with the stored
+ * package as JSON.
+ *
+ * @module
+ */
+
+import { STATUS } from "../http/status.ts";
+import { declaredLength, type UploadIntent, type WriteRequest } from "./upload_intent.ts";
+
+/**
+ * The intent of a multipart `POST /`.
+ *
+ * @example Usage
+ * ```ts
+ * import { formUploadIntent } from "./form_protocol.ts";
+ * const request = new Request("https://x/", { method: "POST", body: new FormData() });
+ * const intent = formUploadIntent({
+ *   request,
+ *   url: new URL(request.url),
+ *   pathname: "/",
+ *   credentials: { token: undefined, source: undefined },
+ * });
+ * console.log(intent.body.format); // form
+ * ```
+ */
+export function formUploadIntent(write: WriteRequest): UploadIntent {
+  const { request } = write;
+  return {
+    action: "upload",
+    protocol: "form",
+    credentials: write.credentials,
+    channel: undefined,
+    subdir: undefined,
+    filename: undefined,
+    expectedSha256: undefined,
+    replace: false,
+    body: { format: "form", stream: request.body },
+    declaredLength: declaredLength(request.headers),
+    contentType: request.headers.get("content-type"),
+    checksumMismatchStatus: STATUS.BadRequest,
+    successStatus: STATUS.Created,
+    refusal: undefined,
+  };
+}
