@@ -5,6 +5,8 @@
  */
 
 import assert from "node:assert/strict";
+import { BuiltinIndex } from "../src/index/builtin_index.ts";
+import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { solveWithRattler } from "./helpers/rattler_solve.ts";
 import { startTestServer, type TestServer } from "./helpers/test_server.ts";
@@ -256,5 +258,68 @@ Deno.test("methods a path does not take are a 405 with Allow", async () => {
     const result = await runCurl(server, ["-X", method, "-i", `${server.url}${path}`]);
     assert.equal(result.status, 405, `${method} ${path}`);
     assert.match(result.body, new RegExp(`^allow: ${allow}\\r?$`, "mi"), `${method} ${path}`);
+  }
+});
+
+Deno.test("a replacement cut short between the rename and the index write is re-read at the next start, even when the old record's size matches and the index is newer", async () => {
+  const root = await Deno.makeTempDir({ prefix: "auh-replace-crash-" });
+  try {
+    const spec = (text: string): PackageSpec => ({
+      name: "cut-short",
+      version: "1.0",
+      files: { "share/cut-short/v.txt": text },
+    });
+    // Two different packages of one size, so that size alone cannot give the replacement away.
+    const before = await buildPackage(spec("v1"));
+    let after: Uint8Array | undefined;
+    for (let i = 2; i < 200 && after === undefined; i++) {
+      const candidate = await buildPackage(spec(`v${i}`));
+      if (candidate.length === before.length) after = candidate;
+    }
+    assert.ok(after !== undefined, "the test needs two packages of one size");
+    const filename = packageFilename(spec("v1"));
+    const other: PackageSpec = { name: "other", version: "1.0" };
+
+    const storage = await ChannelStorage.open(root);
+    const index = await BuiltinIndex.open(storage);
+    await index.reconcile();
+    const place = async (bytes: Uint8Array, name: string, replace: boolean) => {
+      const spool = await storage.createSpoolFile();
+      spool.file.writeSync(bytes);
+      spool.file.close();
+      await storage.publish(spool.path, "linux-64", name, { replace });
+    };
+    const recordOf = async (name: string) => {
+      const source = await Deno.readTextFile(`${root}/linux-64/repodata.json`);
+      return (JSON.parse(source)["packages.conda"] ?? {})[name] as { sha256: string } | undefined;
+    };
+    await place(before, filename, false);
+    await index.reconcile();
+    assert.equal((await recordOf(filename))?.sha256, sha256Hex(before));
+
+    // The upload path of a replacement, cut short after the rename: the note is written,
+    // the file replaced, and then another upload's index write lands, newer than the file.
+    await storage.markReplacing("linux-64", filename);
+    await place(after, filename, true);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await place(await buildPackage(other), packageFilename(other), false);
+    await index.reconcile();
+    assert.equal(
+      (await recordOf(filename))?.sha256,
+      sha256Hex(before),
+      "stale, as a crash leaves it",
+    );
+    storage.close();
+
+    // The next start.
+    const restarted = await ChannelStorage.open(root);
+    assert.equal((await restarted.removeLeftoverSpoolFiles()).length, 1);
+    const reopened = await BuiltinIndex.open(restarted);
+    const report = await reopened.reconcile();
+    assert.deepEqual(report.added, [`linux-64/${filename}`]);
+    assert.equal((await recordOf(filename))?.sha256, sha256Hex(after));
+    restarted.close();
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

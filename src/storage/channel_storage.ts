@@ -71,6 +71,9 @@ export class PackageExistsError extends Error {
 
 /** Name of the private directory holding in-flight uploads. */
 export const SPOOL_DIR_NAME = ".upload-spool";
+
+/** The ending of a spool-area note that a package is being replaced. */
+const REPLACING_SUFFIX = ".replacing";
 /** Name of the cross-process lock file. */
 export const LOCK_FILE_NAME = ".artifact-upload-handler.lock";
 
@@ -183,14 +186,50 @@ export class ChannelStorage {
     await Deno.remove(path).catch(() => {});
   }
 
-  /** Removes spool files left behind (e.g. by a crash) and returns their names. */
+  /**
+   * Removes spool files left behind (e.g. by a crash) and returns their names.
+   * A package whose replacement was interrupted (its {@linkcode markReplacing}
+   * note is still there) gets its modification time set to now, so that the
+   * next reconcile re-reads it instead of trusting the old record.
+   */
   async removeLeftoverSpoolFiles(): Promise<string[]> {
     const removed: string[] = [];
     for await (const entry of Deno.readDir(this.#spoolDir)) {
-      await Deno.remove(join(this.#spoolDir, entry.name), { recursive: true }).catch(() => {});
+      const path = join(this.#spoolDir, entry.name);
+      if (entry.isFile && entry.name.endsWith(REPLACING_SUFFIX)) await this.#touchReplaced(path);
+      await Deno.remove(path, { recursive: true }).catch(() => {});
       removed.push(entry.name);
     }
     return removed;
+  }
+
+  /**
+   * Notes durably, before a package is replaced, that `subdir/filename` is
+   * being replaced: until the index holds the new record, its old record
+   * describes bytes that are gone. The returned function removes the note
+   * once the index is written; a crash leaves it for
+   * {@linkcode removeLeftoverSpoolFiles}.
+   */
+  async markReplacing(subdir: string, filename: string): Promise<() => Promise<void>> {
+    checked(`${subdir}/${filename}`);
+    const path = join(this.#spoolDir, `${Date.now()}-${crypto.randomUUID()}${REPLACING_SUFFIX}`);
+    using file = await Deno.open(path, { createNew: true, write: true, mode: 0o644 });
+    const bytes = new TextEncoder().encode(JSON.stringify({ subdir, filename }));
+    let written = 0;
+    while (written < bytes.length) written += await file.write(bytes.subarray(written));
+    await file.syncData();
+    return () => Deno.remove(path).catch(() => {});
+  }
+
+  async #touchReplaced(notePath: string): Promise<void> {
+    try {
+      const { subdir, filename } = JSON.parse(await Deno.readTextFile(notePath));
+      if (typeof subdir !== "string" || typeof filename !== "string") return;
+      const now = new Date();
+      await Deno.utime(this.#absolute(checked(`${subdir}/${filename}`)), now, now);
+    } catch {
+      // No such package any more, or a note cut short: nothing to re-read.
+    }
   }
 
   /**

@@ -13,7 +13,7 @@ import { STATUS, type Status } from "../http/status.ts";
 import type { ChannelIndexer } from "../index/channel_indexer.ts";
 import type { Logger } from "../log.ts";
 import { inspectPackage } from "../package/inspect_package.ts";
-import type { FileDigest } from "../package/package_metadata.ts";
+import type { FileDigest, PackageRecordSource } from "../package/package_metadata.ts";
 import { parsePackageFilename } from "../package/package_filename.ts";
 import { isKnownSubdir } from "../package/platforms.ts";
 import { type ChannelStorage, PackageExistsError } from "../storage/channel_storage.ts";
@@ -220,40 +220,22 @@ export class UploadService {
     }
     // A replacement is one index write: `add` of a name the index holds
     // replaces its record, so a reader polling repodata.json sees the old
-    // record or the new one, never neither. (A crash between the rename and
-    // that write leaves the old record describing the new file until the
-    // start-up reconcile re-reads the file, which is newer than the index.)
+    // record or the new one, never neither. Between the rename and that write
+    // the old record describes bytes that are gone; a durable note covers a
+    // crash in between (the next start makes reconcile re-read the file).
     const replaced = await this.#oneAtATime(metadata.subdir, filename, async () => {
-      let replaced: boolean;
-      try {
-        ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
-          replace,
-        }));
-      } catch (error) {
-        if (error instanceof PackageExistsError) throw conflict(metadata.subdir, filename);
-        throw error;
-      }
-      const source = { filename, metadata, ...digestOf(artifact) };
-      const indexStarted = performance.now();
-      try {
-        await this.#indexer.add(source);
-        this.#options.events?.indexed?.((performance.now() - indexStarted) / 1000);
-      } catch (error) {
-        if (!replaced) await this.#storage.removePackage(metadata.subdir, filename);
-        // The old record describes bytes that were replaced: drop it if the index can.
-        else await this.#indexer.remove(metadata.subdir, filename).catch(() => false);
-        this.#options.logger.error("index failed, package taken back out", {
-          package: filename,
-          subdir: metadata.subdir,
-          reason: error instanceof Error ? error.message : String(error),
-        });
-        throw new HttpError(
-          STATUS.InternalServerError,
-          `Cannot index package: ${error instanceof Error ? error.message : String(error)}`,
-          { cause: error },
-        );
-      }
-      return replaced;
+      const forget = replace
+        ? await this.#storage.markReplacing(metadata.subdir, filename)
+        : undefined;
+      const outcome = await this.#publishAndIndex(
+        artifact,
+        { filename, metadata, ...digestOf(artifact) },
+        replace,
+      );
+      // Keep the note only when the index may still hold the replaced record.
+      if (outcome.indexAgrees) await forget?.();
+      if ("failure" in outcome) throw outcome.failure;
+      return outcome.replaced;
     });
     this.#options.logger.info(replaced ? "replaced" : "published", {
       package: filename,
@@ -277,6 +259,59 @@ export class UploadService {
     return stored;
   }
 
+  /**
+   * Moves the spool file into place and adds its record. A failure comes
+   * back rather than thrown, with whether the index and the files still
+   * agree, so that the caller knows whether the replacement note may go.
+   */
+  async #publishAndIndex(
+    artifact: SpooledArtifact,
+    source: PackageRecordSource,
+    replace: boolean,
+  ): Promise<_PublishOutcome> {
+    const { filename, metadata } = source;
+    let replaced: boolean;
+    try {
+      ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
+        replace,
+      }));
+    } catch (error) {
+      const failure = error instanceof PackageExistsError
+        ? conflict(metadata.subdir, filename)
+        : error instanceof Error
+        ? error
+        : new Error(String(error));
+      return { failure, indexAgrees: true };
+    }
+    const indexStarted = performance.now();
+    try {
+      await this.#indexer.add(source);
+      this.#options.events?.indexed?.((performance.now() - indexStarted) / 1000);
+      return { replaced, indexAgrees: true };
+    } catch (error) {
+      let indexAgrees = true;
+      if (!replaced) await this.#storage.removePackage(metadata.subdir, filename);
+      else {
+        // The old record describes bytes that were replaced: drop it if the index can.
+        indexAgrees = await this.#indexer.remove(metadata.subdir, filename).then(
+          () => true,
+          () => false,
+        );
+      }
+      this.#options.logger.error("index failed, package taken back out", {
+        package: filename,
+        subdir: metadata.subdir,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+      const failure = new HttpError(
+        STATUS.InternalServerError,
+        `Cannot index package: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+      return { failure, indexAgrees };
+    }
+  }
+
   /** Runs an event hook; a failing hook is logged, never fails the request. */
   async #report(hook: () => Promise<void> | void): Promise<void> {
     try {
@@ -288,6 +323,10 @@ export class UploadService {
     }
   }
 }
+
+type _PublishOutcome =
+  | { replaced: boolean; indexAgrees: true }
+  | { failure: Error; indexAgrees: boolean };
 
 function digestOf(artifact: SpooledArtifact): FileDigest {
   return { size: artifact.size, sha256: artifact.sha256, md5: artifact.md5 };
