@@ -200,12 +200,41 @@ Deno.test("form preambles dribbled without a token never hold an upload slot: wi
 Deno.test("a form whose first 64 KiB carry no token field is refused with 400 and counted as a failed attempt", async () => {
   await using program = await startProgram();
   const form = new FormData();
-  form.append("note", "x".repeat(70_000));
+  for (let i = 0; i < 10; i++) form.append(`note-${i}`, "x".repeat(8000));
   form.append("token", program.token);
   const response = await program.fetch("/", { method: "POST", body: form });
   const body = await expectStatus(response, STATUS.BadRequest);
   assert.match(body, /Cannot upload: no token field within the first 65536 bytes of the form/);
   assert.equal(await program.metric("auh_auth_failures_total"), 1);
+});
+
+Deno.test("PreAuthPool: the budget counts bytes read without the token; a chunk that carries the token past the budget is not refused", async () => {
+  const chunks = () => {
+    const parts = [new Uint8Array(16), new Uint8Array(16)];
+    return new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        const next = parts.shift();
+        if (next) controller.enqueue(next);
+        else controller.close();
+      },
+    });
+  };
+  const pool = new PreAuthPool({ budgetBytes: 8 });
+  // the token was in the first chunk: the entry leaves the pool before reading on
+  const withToken = pool.enter(chunks());
+  const reader = withToken.body.getReader();
+  assert.equal((await reader.read()).value?.length, 16);
+  withToken.leave();
+  assert.equal((await reader.read()).value?.length, 16);
+  assert.equal((await reader.read()).done, true);
+  // no token in the first chunk: the next read is refused
+  const without = pool.enter(chunks());
+  await assert.rejects(new Response(without.body).arrayBuffer(), (error: unknown) => {
+    assert.equal((error as { status?: number }).status, STATUS.BadRequest);
+    return true;
+  });
+  assert.equal(without.ended?.status, STATUS.BadRequest);
+  assert.equal(pool.waiting, 0);
 });
 
 Deno.test("PreAuthPool: a full pool ends the request that has waited longest (503), and the token ends the budget", async () => {

@@ -32,7 +32,9 @@ export interface PreAuthPoolOptions {
    */
   budgetMs?: number;
   /**
-   * Body bytes that may come before the token field ends.
+   * Body bytes read while waiting for the token field: once this many have
+   * been read without it, the next read fails (so at most this plus one
+   * chunk of the transport is ever read before the token).
    * @default {65536}
    */
   budgetBytes?: number;
@@ -131,20 +133,26 @@ export class PreAuthPool {
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         if (ended) return controller.error(ended);
+        if (!inPool) {
+          // Authenticated: a plain pass-through, no budget, no race.
+          const result = await reader.read();
+          if (result.done) controller.close();
+          else controller.enqueue(result.value);
+          return;
+        }
+        if (bytes >= budgetBytes) {
+          // The bytes read so far hold no complete token field, and more are asked for.
+          waiting.end(badRequest(
+            `Cannot upload: no token field within the first ${budgetBytes} bytes of the form`,
+          ));
+          return controller.error(ended);
+        }
         const interrupted = new Promise<HttpError>((resolve) => wake = resolve);
         try {
           const result = await Promise.race([reader.read(), interrupted]);
           if (result instanceof HttpError) return controller.error(result);
           if (result.done) return controller.close();
-          if (inPool) {
-            bytes += result.value.byteLength;
-            if (bytes > budgetBytes) {
-              waiting.end(badRequest(
-                `Cannot upload: no token field within the first ${budgetBytes} bytes of the form`,
-              ));
-              return controller.error(ended);
-            }
-          }
+          bytes += result.value.byteLength;
           controller.enqueue(result.value);
         } catch (error) {
           controller.error(ended ?? error);
