@@ -6,6 +6,8 @@
 
 import assert from "node:assert/strict";
 import { BuiltinIndex } from "../src/index/builtin_index.ts";
+import { digestChannelFile } from "../src/index/file_digest.ts";
+import { inspectPackage } from "../src/package/inspect_package.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { solveWithRattler } from "./helpers/rattler_solve.ts";
@@ -302,8 +304,13 @@ Deno.test("a replacement cut short between the rename and the index write is re-
     await storage.markReplacing("linux-64", filename);
     await place(after, filename, true);
     await new Promise((resolve) => setTimeout(resolve, 20));
-    await place(await buildPackage(other), packageFilename(other), false);
-    await index.reconcile();
+    const otherName = packageFilename(other);
+    await place(await buildPackage(other), otherName, false);
+    await index.add({
+      filename: otherName,
+      metadata: await inspectPackage(storage.localPath(`linux-64/${otherName}`), otherName),
+      ...await digestChannelFile(storage, `linux-64/${otherName}`),
+    });
     assert.equal(
       (await recordOf(filename))?.sha256,
       sha256Hex(before),
