@@ -1,16 +1,11 @@
 /**
- * The HTTP handler: routes requests to the upload routes and to channel
+ * The HTTP handler: hands writes to the front door and reads to channel
  * serving, turns thrown errors into responses in one place, and logs one
  * line per request.
  *
  * | Method | Path | Route |
  * |---|---|---|
- * | POST | `/` (multipart) | the original form upload |
- * | POST | `/`, `/api/v1/upload/<channel>` (raw body) | legacy prefix.dev / old pixi (200) |
- * | POST | `/api/v1/upload/<channel>` (multipart) | prefix.dev: rattler-build, pixi |
- * | POST | `/api/channels/<channel>/upload/<file>` | quetz |
- * | PUT | `/[<channel>/]<subdir>/<file>` | Artifactory |
- * | DELETE | `/[<channel>/]<subdir>/<file>` | delete a package |
+ * | POST, PUT, DELETE | see `upload/write_routes.ts` | uploads and deletes |
  * | GET | `/health`, `/metrics` | readiness (JSON), Prometheus metrics |
  * | GET, HEAD | anything else | the channel's files |
  *
