@@ -83,13 +83,15 @@ export type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Promise
 /** Creates the server's request handler. */
 export function createHandler(context: HandlerContext): Handler {
   const channelName = context.channelName ?? basename(context.storage.root);
+  const preAuth = context.preAuth ?? new PreAuthPool();
+  const readContext = { ...context, preAuth };
   const frontDoor: FrontDoorContext = {
     uploads: context.uploads,
     authenticator: new Authenticator(context.verifier, context.throttle, {
       onFailure: () => context.metrics.failedAuth++,
     }),
     gate: context.gate,
-    preAuth: context.preAuth ?? new PreAuthPool(),
+    preAuth,
     channelName,
     bodyIdleMs: context.bodyIdleMs,
     metrics: context.metrics,
@@ -102,7 +104,7 @@ export function createHandler(context: HandlerContext): Handler {
     let response: Response;
     try {
       response = (write ? await handleWrite(request, client, frontDoor) : undefined) ??
-        await route(withoutPathToken(request), context);
+        await route(withoutPathToken(request), readContext);
     } catch (error) {
       response = errorResponse(error);
       logFailure(context.logger, request, path, error);
@@ -135,13 +137,18 @@ function countWrite(
 }
 
 /** The read routes (and the 405 of a write no route takes). */
-async function route(request: Request, context: HandlerContext): Promise<Response> {
+async function route(
+  request: Request,
+  context: HandlerContext & { preAuth: PreAuthPool },
+): Promise<Response> {
   const { pathname } = new URL(request.url);
   const method = request.method;
   if (method === "GET" && pathname === "/health") {
     return await healthResponse(context.storage, context.gate.inFlight);
   }
   if (method === "GET" && pathname === "/metrics") {
+    context.metrics.authHeld = context.throttle.held;
+    context.metrics.awaitingToken = context.preAuth.waiting;
     return new Response(context.metrics.render(), {
       headers: {
         "content-type": "text/plain; version=0.0.4; charset=utf-8",

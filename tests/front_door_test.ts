@@ -170,6 +170,8 @@ Deno.test("form preambles dribbled without a token never hold an upload slot: wi
   ]);
   const dribblers = Array.from({ length: 6 }, () => dribble(program, 300));
   await new Promise((resolve) => setTimeout(resolve, 800));
+  assert.equal(await program.metric("auh_awaiting_token"), 6);
+  assert.equal(await program.metric("auh_uploads_in_flight"), 0);
 
   const putSpec: PackageSpec = { name: "past-dribblers", version: "1.0" };
   const [putResponse, putMs] = await timed(async () =>
@@ -301,6 +303,8 @@ Deno.test("30 parallel wrong tokens from one address get only the burst of 10 an
     await expectStatus(after, STATUS.OK);
     assert.ok(afterMs < 3000, `the right token took ${Math.round(afterMs)} ms`);
     assert.equal(await program.metric("auh_auth_failures_total"), 30);
+    const held = await program.metric("auh_auth_held");
+    assert.ok(held !== undefined && held >= 18 && held <= 20, `${held} held`);
   } finally {
     abort.abort();
     await Promise.all(guesses);

@@ -57,6 +57,10 @@ export class Metrics {
   uploadsInFlight = 0;
   /** Requests refused for a missing or wrong token. */
   failedAuth = 0;
+  /** Failed token attempts whose answer the throttle holds back now. */
+  authHeld = 0;
+  /** Form uploads waiting for their token field now. */
+  awaitingToken = 0;
   /** Seconds from request to answer of uploads. */
   readonly uploadDuration = new Histogram();
   /** Seconds spent updating the index per upload. */
@@ -92,6 +96,12 @@ export class Metrics {
     ]);
     metric("auh_auth_failures_total", "counter", "Requests with a missing or wrong token.", [
       `auh_auth_failures_total ${this.failedAuth}`,
+    ]);
+    metric("auh_auth_held", "gauge", "Failed token attempts whose answer is held back.", [
+      `auh_auth_held ${this.authHeld}`,
+    ]);
+    metric("auh_awaiting_token", "gauge", "Form uploads waiting for their token field.", [
+      `auh_awaiting_token ${this.awaitingToken}`,
     ]);
     metric(
       "auh_upload_duration_seconds",
