@@ -130,6 +130,8 @@ export async function startApplication(
     verifier: new TokenVerifier(config.tokenHashes, config.salt),
     logger,
     serve: config.serve,
+    // Packages that may be replaced must not be cached as immutable.
+    serveOptions: { mutablePackages: config.allowOverwrite },
     channelName: config.channelName,
     gate,
     throttle,

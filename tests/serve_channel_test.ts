@@ -340,6 +340,111 @@ test("serveChannel() refuses a symlink that leads out of the channel", async () 
   assert.deepEqual(await bytesOf(inside), fileOf(channel, "linux-64/repodata.json"));
 });
 
+test("serveChannel() refuses a symlink inside the channel that resolves to a dotfile", async () => {
+  // Where a path resolves is checked, not only what was asked: these names
+  // are plain, but they lead to the spool, the lock and hidden files.
+  await using channel = await makeChannel();
+  const links: Array<[target: string, link: string]> = [
+    ["../.upload-spool/x.part", "linux-64/spool-0.1-0.conda"],
+    ["../.artifact-upload-handler.lock", "linux-64/lock.json"],
+    [".hidden", "linux-64/hidden.json"],
+    [".repodata.json.123.tmp", "linux-64/temporary.json"],
+    ["../.upload-spool", "noarch/spool"],
+    [".upload-spool", "spool"],
+  ];
+  for (const [target, link] of links) await Deno.symlink(target, `${channel.root}/${link}`);
+  for (
+    const path of [
+      "/linux-64/spool-0.1-0.conda",
+      "/linux-64/lock.json",
+      "/linux-64/hidden.json",
+      "/linux-64/temporary.json",
+      "/noarch/spool/x.part",
+      "/spool/x.part",
+      "/spool/",
+    ]
+  ) {
+    for (const method of ["GET", "HEAD"]) {
+      await assertNotFound(await respond(channel, path, { method }), `${method} ${path}`);
+    }
+  }
+  // Served once as a plain file, then turned into such a link: refused too.
+  const plain = await serveChannel(request("/linux-64/notes.bin"), channel.storage);
+  assert.deepEqual(await bytesOf(plain), fileOf(channel, "linux-64/notes.bin"));
+  const repodataPath = `${channel.root}/linux-64/repodata.json`;
+  assert.equal(
+    (await serveChannel(request("/linux-64/repodata.json"), channel.storage)).status,
+    200,
+  );
+  for (const path of ["linux-64/notes.bin", "linux-64/repodata.json"]) {
+    await Deno.remove(`${channel.root}/${path}`);
+    await Deno.symlink("../.upload-spool/x.part", `${channel.root}/${path}`);
+    await assertNotFound(await respond(channel, `/${path}`), path);
+  }
+  assert.equal(await channel.storage.readFile("linux-64/repodata.json"), undefined);
+  assert.ok((await Deno.lstat(repodataPath)).isSymlink);
+});
+
+test("serveChannel() does not call packages immutable when they may be replaced", async () => {
+  await using channel = await makeChannel();
+  for (const path of [PACKAGE, "linux-64/bar-2.0-1.tar.bz2"]) {
+    for (const method of ["GET", "HEAD"]) {
+      const mutable = await serveChannel(request(`/${path}`, { method }), channel.storage, {
+        mutablePackages: true,
+        indexMaxAgeSeconds: 60,
+      });
+      assert.equal(mutable.headers.get("cache-control"), "public, max-age=60", path);
+      await mutable.body?.cancel();
+      const fixed = await serveChannel(request(`/${path}`, { method }), channel.storage);
+      assert.equal(fixed.headers.get("cache-control"), "public, max-age=31536000, immutable");
+      await fixed.body?.cancel();
+    }
+  }
+});
+
+test("serveChannel() answers from memory only while the file is unchanged", async () => {
+  await using channel = await makeChannel();
+  const path = "linux-64/repodata.json";
+  const gzipped = { headers: { "accept-encoding": "gzip" } };
+  const first = await serveChannel(request(`/${path}`), channel.storage);
+  assert.deepEqual(await bytesOf(first), fileOf(channel, path));
+
+  // Replaced through the storage, as the index does: seen at once.
+  const second = repodata("linux-64", 301);
+  await channel.storage.writeFileAtomic(path, second);
+  const afterWrite = await serveChannel(request(`/${path}`), channel.storage);
+  assert.deepEqual(await bytesOf(afterWrite), second);
+  assert.ok(afterWrite.headers.get("etag")!.startsWith(`"${second.length.toString(16)}-`));
+  assert.deepEqual(
+    await gunzip(await serveChannel(request(`/${path}`, gzipped), channel.storage)),
+    second,
+  );
+
+  // Replaced by another process (rename over it): seen at once.
+  const third = repodata("linux-64", 302);
+  await Deno.writeFile(`${channel.root}/linux-64/.other.tmp`, third);
+  await Deno.rename(`${channel.root}/linux-64/.other.tmp`, `${channel.root}/${path}`);
+  assert.deepEqual(await bytesOf(await serveChannel(request(`/${path}`), channel.storage)), third);
+  assert.deepEqual(
+    await gunzip(await serveChannel(request(`/${path}`, gzipped), channel.storage)),
+    third,
+  );
+
+  // Rewritten in place (same inode) with the same size: the mtime tells.
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const fourth = third.slice();
+  fourth[new TextDecoder().decode(third).indexOf('"sha256":"') + 10] = "1".charCodeAt(0);
+  const before = await Deno.stat(`${channel.root}/${path}`);
+  await Deno.writeFile(`${channel.root}/${path}`, fourth);
+  assert.equal((await Deno.stat(`${channel.root}/${path}`)).ino, before.ino);
+  const rewritten = await serveChannel(request(`/${path}`), channel.storage);
+  assert.deepEqual(await bytesOf(rewritten), fourth);
+
+  // Removed: 404, not the bytes held.
+  await Deno.remove(`${channel.root}/${path}`);
+  await assertNotFound(await respond(channel, `/${path}`), path);
+});
+
 test("serveChannel() never serves spool, lock, dotfiles or temporary files", async () => {
   await using channel = await makeChannel();
   const hidden = [
@@ -523,12 +628,18 @@ test("serveChannel() gzips JSON and HTML for clients that accept it", async () =
       assert.equal(response.status, STATUS.OK);
       assert.equal(response.headers.get("content-encoding"), "gzip", acceptEncoding);
       assert.equal(response.headers.get("vary"), "Accept-Encoding");
-      assert.equal(response.headers.get("content-length"), null);
       assert.equal(
         response.headers.get("etag"),
         `${identityTag(expected.length).slice(0, -1)}-gzip"`,
       );
-      assert.deepEqual(await gunzip(response), expected, `${path} ${acceptEncoding}`);
+      const compressed = await bytesOf(response);
+      // The compressed length is announced, so the body goes out in one piece.
+      assert.equal(response.headers.get("content-length"), String(compressed.length));
+      assert.deepEqual(
+        await gunzip(new Response(new Uint8Array(compressed))),
+        expected,
+        `${path} ${acceptEncoding}`,
+      );
     }
   }
   // The gzip variant revalidates against its own ETag only.
@@ -868,4 +979,33 @@ Deno.test("--no_serve: uploads still work, but channel files answer 404 for anot
   const health = await server.fetch("/health");
   assert.equal(health.status, STATUS.OK);
   await health.body?.cancel();
+});
+
+Deno.test("server: HEAD of a gzip answer carries its real length, and --allow_overwrite packages are not immutable", async () => {
+  await using server = await startTestServer({ flags: { allowOverwrite: true } });
+  const bytes = await buildPackage({ name: "replaceable", version: "1.0" });
+  const form = uploadForm(server.token, "replaceable-1.0-0.conda", bytes);
+  const upload = await server.fetch("/", { method: "POST", body: form });
+  assert.equal(upload.status, STATUS.Created, await upload.text());
+
+  const gzip = { "accept-encoding": "gzip" };
+  const get = await server.fetch("/linux-64/repodata.json", { headers: gzip });
+  assert.equal(get.headers.get("content-encoding"), "gzip");
+  const length = Number(get.headers.get("content-length"));
+  assert.ok(length > 0);
+  // fetch decompresses; the announced length is the compressed one.
+  assert.match(await get.text(), /replaceable-1\.0-0\.conda/);
+  const head = await server.fetch("/linux-64/repodata.json", { method: "HEAD", headers: gzip });
+  assert.equal(head.headers.get("content-encoding"), "gzip");
+  assert.equal(Number(head.headers.get("content-length")), length);
+  await head.body?.cancel();
+
+  for (const method of ["GET", "HEAD"]) {
+    const response = await server.fetch("/linux-64/replaceable-1.0-0.conda", { method });
+    assert.equal(response.status, STATUS.OK);
+    assert.equal(response.headers.get("cache-control"), "public, max-age=30", method);
+    assert.equal(Number(response.headers.get("content-length")), bytes.length, method);
+    if (method === "GET") assert.deepEqual(await bytesOf(response), bytes);
+    else await response.body?.cancel();
+  }
 });

@@ -5,16 +5,27 @@
  *
  * Every read goes through {@linkcode ChannelStorage}, which refuses paths
  * outside the channel, dotfiles (spool, lock, temporary files) and symlinks
- * leading out of the channel; this module decodes the request path once and
- * answers anything it cannot serve with exactly 404.
+ * leading out of the channel or to a dotfile; this module decodes the request
+ * path once and answers anything it cannot serve with exactly 404.
+ *
+ * Index files (everything but packages) up to 8 MiB are answered from memory
+ * ({@linkcode HotFileCache}, gzip made once per version); a package or other
+ * body up to 256 KiB is read at once and sent as one buffer, a larger one is
+ * streamed in 1 MiB chunks as the client takes them.
  *
  * @module
  */
 
 import { HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
-import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
+import {
+  type ChannelEntry,
+  type ChannelStorage,
+  readExactly,
+  type ServableFile,
+} from "../storage/channel_storage.ts";
 import { renderChannelOverview } from "./channel_overview.ts";
+import { entityTag, type HotFile, HotFileCache } from "./hot_file_cache.ts";
 import { type ByteRange, parseRange } from "./http_range.ts";
 
 /** Options for {@linkcode serveChannel}. */
@@ -36,12 +47,21 @@ export interface ServeChannelOptions {
    * @default {the origin of the request URL}
    */
   channelUrl?: string;
+  /**
+   * Whether a package may be replaced under its name (`--allow_overwrite`):
+   * packages then get the `Cache-Control` of index files instead of one
+   * year and `immutable`, so that caches revalidate them.
+   * @default {false}
+   */
+  mutablePackages?: boolean;
 }
 
 /** `Cache-Control` of packages: their content never changes under a name. */
 const PACKAGE_CACHE_CONTROL = "public, max-age=31536000, immutable";
-/** Bytes read from disk per chunk of a response body. */
-const CHUNK_SIZE = 256 * 1024;
+/** Bytes read from disk per chunk of a streamed response body. */
+const CHUNK_SIZE = 1024 * 1024;
+/** Largest body read whole from disk and sent as one buffer. */
+const SMALL_BODY_BYTES = 256 * 1024;
 const ALLOW = "GET, HEAD";
 const NOT_FOUND = "Cannot serve file: it does not exist in the channel";
 
@@ -74,17 +94,18 @@ const CONTENT_TYPES: ReadonlyArray<readonly [suffix: string, type: string]> = [
  *   `ETag` from size and mtime (`"<size hex>-<mtime ms hex>"`, no inode, so
  *   several servers on one storage agree), `Last-Modified`,
  *   `Accept-Ranges: bytes` and `Cache-Control`: one year and `immutable`
- *   for packages (`.conda`, `.tar.bz2`), `indexMaxAgeSeconds` otherwise.
+ *   for packages (`.conda`, `.tar.bz2`) unless `mutablePackages`,
+ *   `indexMaxAgeSeconds` otherwise.
  * - `If-None-Match` (weak comparison, lists, `*`) and, without it,
  *   `If-Modified-Since` answer 304.
  * - A single `Range` answers 206 with `Content-Range`, or 416 when it lies
  *   outside the file; several ranges get the whole file. `If-Range` (a
  *   strong ETag or the exact `Last-Modified` date) is honoured.
- * - `.json` and `.html` files are gzip-compressed on the fly for clients
+ * - `.json` and `.html` files up to 8 MiB are gzip-compressed for clients
  *   accepting gzip, unless a range is asked; that variant has the ETag
- *   `"<size hex>-<mtime ms hex>-gzip"` and no `Content-Length`.
- * - HEAD has the headers of GET and no body. The file is streamed, never
- *   read whole, and closed when the body ends, fails or is cancelled.
+ *   `"<size hex>-<mtime ms hex>-gzip"` and its own `Content-Length`.
+ * - HEAD has the headers of GET (its `Content-Length` too) and no body. A
+ *   streamed file is closed when the body ends, fails or is cancelled.
  *
  * @throws {HttpError} 400 for a path that is not valid percent-encoding,
  * 404 (one line, nothing else) for anything that is not a servable file,
@@ -106,6 +127,10 @@ export async function serveChannel(
   const url = new URL(request.url);
   const path = decodePath(url.pathname);
   const indexCacheControl = `public, max-age=${options.indexMaxAgeSeconds ?? 30}`;
+  const cacheControl: _CacheControl = {
+    index: indexCacheControl,
+    package: options.mutablePackages ? indexCacheControl : PACKAGE_CACHE_CONTROL,
+  };
 
   if (path === "/") {
     const html = await renderChannelOverview(
@@ -128,7 +153,7 @@ export async function serveChannel(
   const directoryRequest = path.endsWith("/");
   const relative = path.slice(1, directoryRequest ? -1 : undefined);
   if (!directoryRequest) {
-    const response = await serveFile(request, storage, relative, indexCacheControl);
+    const response = await serveFile(request, storage, relative, cacheControl);
     if (response) return response;
   }
   if (await storage.isDirectory(relative)) {
@@ -143,7 +168,7 @@ export async function serveChannel(
       request,
       storage,
       `${relative}/index.html`,
-      indexCacheControl,
+      cacheControl,
     );
     if (response) return response;
   }
@@ -167,90 +192,185 @@ function decodePath(pathname: string): string {
   }
 }
 
+/** The hot file cache of each storage, made on its first request. */
+const _caches = new WeakMap<ChannelStorage, HotFileCache>();
+
+function _hotFiles(storage: ChannelStorage): HotFileCache {
+  let cache = _caches.get(storage);
+  if (cache === undefined) {
+    cache = new HotFileCache(storage);
+    _caches.set(storage, cache);
+  }
+  return cache;
+}
+
 /** Serves one file, or returns undefined when it is not a servable file. */
 async function serveFile(
   request: Request,
   storage: ChannelStorage,
   relative: string,
-  indexCacheControl: string,
+  cacheControl: _CacheControl,
 ): Promise<Response | undefined> {
-  const head = request.method === "HEAD";
-  // GET opens first and describes the opened file, so that the validators
-  // always match the bytes sent even if the name is replaced meanwhile.
-  const opened = head ? undefined : await storage.open(relative);
-  const entry = head ? await storage.stat(relative) : opened?.entry;
-  if (!entry) return undefined;
-  const file = opened?.file;
-  try {
-    const response = answer(request, entry, relative, indexCacheControl, file);
-    if (response.body === null) file?.close();
-    return response;
-  } catch (error) {
-    file?.close();
-    throw error;
+  const found = storage.servable(relative);
+  if (found === undefined) return undefined;
+  const cache = _hotFiles(storage);
+  if (!isPackage(relative) && cache.holds(found.entry.size)) {
+    const held = cache.get(relative, found);
+    const file = held instanceof Promise ? await held : held;
+    if (file === undefined) return undefined;
+    return await answerFromMemory(request, relative, file, cache, cacheControl);
   }
+  return await answerFromDisk(request, storage, relative, found, cacheControl);
 }
 
-function answer(
-  request: Request,
-  entry: ChannelEntry,
+/** `Cache-Control` values of one request's answers. */
+interface _CacheControl {
+  index: string;
+  package: string;
+}
+
+/** Validators and type shared by every answer for a file. */
+function fileHeaders(
   relative: string,
-  indexCacheControl: string,
-  file: Deno.FsFile | undefined,
-): Response {
+  etag: string,
+  lastModified: string,
+  cacheControl: _CacheControl,
+  compressible: boolean,
+): Record<string, string> {
+  const headers: Record<string, string> = {
+    "etag": etag,
+    "last-modified": lastModified,
+    "cache-control": isPackage(relative) ? cacheControl.package : cacheControl.index,
+    "accept-ranges": "bytes",
+    "content-type": contentType(relative),
+    "x-content-type-options": "nosniff",
+  };
+  if (compressible) headers["vary"] = "Accept-Encoding";
+  return headers;
+}
+
+/** Answers from a file held in memory: one buffer, with its length. */
+async function answerFromMemory(
+  request: Request,
+  relative: string,
+  file: HotFile,
+  cache: HotFileCache,
+  cacheControl: _CacheControl,
+): Promise<Response> {
+  const { entry } = file;
   const compressible = isCompressible(relative);
   const rangeHeader = request.headers.get("range");
   const gzip = compressible && rangeHeader === null &&
     acceptsGzip(request.headers.get("accept-encoding"));
-  const identityTag = entityTag(entry);
-  const etag = gzip ? `${identityTag.slice(0, -1)}-gzip"` : identityTag;
-  const lastModified = new Date(entry.mtimeMs).toUTCString();
-
-  const headers = new Headers({
-    "etag": etag,
-    "last-modified": lastModified,
-    "cache-control": isPackage(relative) ? PACKAGE_CACHE_CONTROL : indexCacheControl,
-    "accept-ranges": "bytes",
-    "content-type": contentType(relative),
-    "x-content-type-options": "nosniff",
-  });
-  if (compressible) headers.set("vary", "Accept-Encoding");
-
-  if (notModified(request.headers, etag, entry.mtimeMs)) {
-    headers.delete("content-type");
-    return new Response(null, { status: STATUS.NotModified, headers });
-  }
-
-  let range: ByteRange | undefined;
-  if (rangeHeader !== null && ifRangeHolds(request.headers.get("if-range"), identityTag, entry)) {
-    const parsed = parseRange(rangeHeader, entry.size);
-    if (parsed === "unsatisfiable") {
-      throw new HttpError(
-        STATUS.RangeNotSatisfiable,
-        "Cannot serve range: it lies outside the file",
-        { headers: { "content-range": `bytes */${entry.size}`, "accept-ranges": "bytes" } },
-      );
-    }
-    range = parsed;
-  }
-
-  const start = range?.start ?? 0;
-  const length = range ? range.end - range.start + 1 : entry.size;
-  let body: ReadableStream<Uint8Array<ArrayBuffer>> | null = file
-    ? sliceStream(file, start, length)
-    : null;
+  const etag = gzip ? `${file.etag.slice(0, -1)}-gzip"` : file.etag;
+  const headers = fileHeaders(relative, etag, file.lastModified, cacheControl, compressible);
+  if (notModified(request.headers, etag, entry.mtimeMs)) return notModifiedResponse(headers);
+  const range = requestedRange(request.headers, rangeHeader, file.etag, entry);
+  let body: Uint8Array<ArrayBuffer>;
   if (gzip) {
-    headers.set("content-encoding", "gzip");
-    body = body?.pipeThrough(new CompressionStream("gzip")) ?? null;
+    headers["content-encoding"] = "gzip";
+    body = await cache.gzipped(relative, file);
   } else {
-    headers.set("content-length", String(length));
+    body = range ? file.bytes.subarray(range.start, range.end + 1) : file.bytes;
   }
-  if (range) headers.set("content-range", `bytes ${range.start}-${range.end}/${entry.size}`);
-  return new Response(body, { status: range ? STATUS.PartialContent : STATUS.OK, headers });
+  return bodyResponse(request, body, entry, range, headers);
 }
 
-function entityTag(entry: ChannelEntry): string {
-  return `"${entry.size.toString(16)}-${Math.floor(entry.mtimeMs).toString(16)}"`;
+/**
+ * Answers from disk: a small body read at once, a large one streamed. Never
+ * gzip: packages do not shrink, and JSON or HTML too large to hold in memory
+ * goes out as it is (clients take `repodata.json.zst`).
+ */
+async function answerFromDisk(
+  request: Request,
+  storage: ChannelStorage,
+  relative: string,
+  found: ServableFile,
+  cacheControl: _CacheControl,
+): Promise<Response | undefined> {
+  let entry = found.entry;
+  let file: Deno.FsFile | undefined;
+  if (request.method === "GET") {
+    // GET opens first and describes the opened file, so that the validators
+    // always match the bytes sent even if the name is replaced meanwhile.
+    const opened = await storage.open(relative);
+    if (opened === undefined) return undefined;
+    ({ entry, file } = opened);
+  }
+  try {
+    const etag = entityTag(entry);
+    const lastModified = new Date(entry.mtimeMs).toUTCString();
+    const headers = fileHeaders(relative, etag, lastModified, cacheControl, false);
+    if (notModified(request.headers, etag, entry.mtimeMs)) {
+      file?.close();
+      return notModifiedResponse(headers);
+    }
+    const range = requestedRange(request.headers, request.headers.get("range"), etag, entry);
+    const start = range?.start ?? 0;
+    const length = range ? range.end - range.start + 1 : entry.size;
+    if (file === undefined) return bodyResponse(request, null, entry, range, headers, length);
+    if (length > SMALL_BODY_BYTES) {
+      const body = sliceStream(file, start, length);
+      return bodyResponse(request, body, entry, range, headers, length);
+    }
+    const bytes = await readExactly(file, start, length);
+    file.close();
+    if (bytes.length < length) {
+      throw new Error("Cannot serve file: it is shorter than its announced size");
+    }
+    return bodyResponse(request, bytes, entry, range, headers);
+  } catch (error) {
+    try {
+      file?.close();
+    } catch {
+      // Already closed.
+    }
+    throw error;
+  }
+}
+
+function notModifiedResponse(headers: Record<string, string>): Response {
+  delete headers["content-type"];
+  return new Response(null, { status: STATUS.NotModified, headers });
+}
+
+/** The range to answer, undefined for the whole file; throws 416 when unsatisfiable. */
+function requestedRange(
+  requestHeaders: Headers,
+  rangeHeader: string | null,
+  identityTag: string,
+  entry: ChannelEntry,
+): ByteRange | undefined {
+  if (rangeHeader === null) return undefined;
+  if (!ifRangeHolds(requestHeaders.get("if-range"), identityTag, entry)) return undefined;
+  const parsed = parseRange(rangeHeader, entry.size);
+  if (parsed === "unsatisfiable") {
+    throw new HttpError(
+      STATUS.RangeNotSatisfiable,
+      "Cannot serve range: it lies outside the file",
+      { headers: { "content-range": `bytes */${entry.size}`, "accept-ranges": "bytes" } },
+    );
+  }
+  return parsed;
+}
+
+/** A 200 or 206 with `Content-Length` (HEAD: the length GET would send, no body). */
+function bodyResponse(
+  request: Request,
+  body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>> | null,
+  entry: ChannelEntry,
+  range: ByteRange | undefined,
+  headers: Record<string, string>,
+  length = body instanceof Uint8Array ? body.length : 0,
+): Response {
+  headers["content-length"] = String(length);
+  if (range) headers["content-range"] = `bytes ${range.start}-${range.end}/${entry.size}`;
+  const status = range ? STATUS.PartialContent : STATUS.OK;
+  if (request.method === "HEAD") {
+    if (body instanceof ReadableStream) void body.cancel();
+    return new Response(null, { status, headers });
+  }
+  return new Response(body, { status, headers });
 }
 
 /** RFC 9110 §13.1.2/§13.1.3: If-None-Match wins over If-Modified-Since. */

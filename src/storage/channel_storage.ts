@@ -7,7 +7,15 @@
  *
  * Paths given to it are channel-relative ("linux-64/foo-1.0-0.conda") and are
  * checked by {@linkcode channelPath}; nothing outside the channel root, no
- * dotfile and no symlink leading out of the channel is ever reached.
+ * dotfile and no symlink leading out of the channel or to a dotfile in it is
+ * ever read: a read checks both what was asked and where it resolves.
+ *
+ * Reads are on the serving hot path, so they cost one `stat` system call for
+ * a file seen before: where a path resolves is checked once per file identity
+ * (device, inode, size, mtime in ms, ctime in s) and remembered. Writes through
+ * this storage forget the identity at once; a change by another process is
+ * seen unless it keeps the inode and the size and puts the mtime back within
+ * the same second.
  *
  * @module
  */
@@ -32,12 +40,23 @@ export interface SpoolFile {
   file: Deno.FsFile;
 }
 
-/** A channel file opened for reading. */
-export interface OpenedFile {
-  /** The open file; the caller closes it (or hands it to a response stream). */
-  file: Deno.FsFile;
+/** A servable channel file, as found by {@linkcode ChannelStorage.servable}. */
+export interface ServableFile {
   /** Its size and mtime. */
   entry: ChannelEntry;
+  /**
+   * A number that changes whenever the file at this path may have changed: a
+   * new file (another inode), a write (size, mtime or ctime), or a write
+   * through this storage. Equal versions mean equal bytes, so a reader may
+   * keep a copy of the bytes under it.
+   */
+  version: number;
+}
+
+/** A channel file opened for reading. */
+export interface OpenedFile extends ServableFile {
+  /** The open file; the caller closes it (or hands it to a response stream). */
+  file: Deno.FsFile;
 }
 
 /** Options for {@linkcode ChannelStorage.publish}. */
@@ -78,6 +97,8 @@ const REPLACING_SUFFIX = ".replacing";
 export const LOCK_FILE_NAME = ".artifact-upload-handler.lock";
 
 const SAFE_SEGMENT = /^[^./\\\0][^/\\\0]*$/;
+/** Most file identities remembered as checked; the oldest are forgotten first. */
+const MAX_CHECKED_FILES = 16_384;
 
 /**
  * Splits a channel-relative path into checked segments, or returns undefined
@@ -98,6 +119,9 @@ export class ChannelStorage {
   /** Absolute path of the channel root. */
   readonly root: string;
   #realRoot: string;
+  /** Channel-relative path -> identity whose resolved path was checked, and its version. */
+  #checked = new Map<string, { identity: string; version: number }>();
+  #nextVersion = 1;
   #directories = new Set<string>();
   #directoryHandles = new Map<string, Deno.FsFile>();
 
@@ -262,6 +286,7 @@ export class ChannelStorage {
       }
       await Deno.remove(spoolPath);
     }
+    this.#checked.delete(`${subdir}/${filename}`);
     await this.#syncDirectory(directory);
     return { replaced };
   }
@@ -316,6 +341,7 @@ export class ChannelStorage {
   async removePackage(subdir: string, filename: string): Promise<boolean> {
     try {
       await Deno.remove(this.#absolute(checked(`${subdir}/${filename}`)));
+      this.#checked.delete(`${subdir}/${filename}`);
       return true;
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return false;
@@ -350,53 +376,110 @@ export class ChannelStorage {
     return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   }
 
+  /**
+   * Describes the servable file at `relative` with a version for keeping
+   * copies, or returns undefined when it is not one: not a regular file,
+   * not a plain channel path, or resolving (through symlinks) outside the
+   * channel or to a dotfile in it. Synchronous: one `stat` for a file seen
+   * before, a `realpath` the first time.
+   */
+  servable(relative: string): ServableFile | undefined {
+    const segments = channelPath(relative);
+    if (!segments) return undefined;
+    // The segments are checked: plain concatenation is the joined path.
+    const absolute = `${this.root}/${relative}`;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let info: Deno.FileInfo;
+      try {
+        info = Deno.statSync(absolute);
+      } catch {
+        return undefined;
+      }
+      if (!info.isFile) return undefined;
+      const identity = fileIdentity(info);
+      const entry = toEntry(segments[segments.length - 1]!, info);
+      const known = this.#checked.get(relative);
+      if (known?.identity === identity) return { entry, version: known.version };
+      const resolved = this.#resolveInside(absolute);
+      if (resolved === undefined) return undefined;
+      // Where the path resolves must be the file just described; otherwise
+      // it was replaced meanwhile: look again.
+      const real = statOrUndefined(resolved);
+      if (real === undefined || fileIdentity(real) !== identity) continue;
+      const version = this.#nextVersion++;
+      this.#checked.delete(relative);
+      this.#checked.set(relative, { identity, version });
+      if (this.#checked.size > MAX_CHECKED_FILES) {
+        this.#checked.delete(this.#checked.keys().next().value!);
+      }
+      return { entry, version };
+    }
+    return undefined;
+  }
+
   /** Size and mtime of a channel file, or undefined when it is not a servable file. */
-  async stat(relative: string): Promise<ChannelEntry | undefined> {
-    const absolute = await this.#servablePath(relative);
-    if (!absolute) return undefined;
-    const info = await Deno.stat(absolute).catch(() => undefined);
-    return info?.isFile ? toEntry(basename(relative), info) : undefined;
+  stat(relative: string): Promise<ChannelEntry | undefined> {
+    return Promise.resolve(this.servable(relative)?.entry);
   }
 
-  /** Whether `relative` names a directory inside the channel. */
-  async isDirectory(relative: string): Promise<boolean> {
-    const absolute = await this.#servablePath(relative);
-    if (!absolute) return false;
-    const info = await Deno.stat(absolute).catch(() => undefined);
-    return info?.isDirectory ?? false;
-  }
-
-  /** Opens a channel file for reading, or returns undefined when it is not servable. */
-  async open(relative: string): Promise<OpenedFile | undefined> {
-    const absolute = await this.#servablePath(relative);
-    if (!absolute) return undefined;
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(absolute, { read: true });
-    } catch {
-      return undefined;
-    }
-    const info = await file.stat();
-    if (!info.isFile) {
-      file.close();
-      return undefined;
-    }
-    return { file, entry: toEntry(basename(relative), info) };
+  /** Whether `relative` names a directory inside the channel (not a dot-directory). */
+  isDirectory(relative: string): Promise<boolean> {
+    const segments = channelPath(relative);
+    if (!segments) return Promise.resolve(false);
+    const resolved = this.#resolveInside(this.#absolute(segments));
+    return Promise.resolve(
+      resolved !== undefined && statOrUndefined(resolved)?.isDirectory === true,
+    );
   }
 
   /**
-   * Reads a whole (small) channel file, or returns undefined when it does not
-   * exist (or is a symlink leading out of the channel).
+   * Opens a channel file for reading, or returns undefined when it is not
+   * servable (see {@linkcode servable}). The description and version are
+   * those of the opened file, even if the name is replaced meanwhile.
+   */
+  open(relative: string): Promise<OpenedFile | undefined> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      // Looked up first: opening a FIFO or a device would block.
+      const found = this.servable(relative);
+      if (!found) return Promise.resolve(undefined);
+      let file: Deno.FsFile;
+      try {
+        file = Deno.openSync(`${this.root}/${relative}`, { read: true });
+      } catch {
+        return Promise.resolve(undefined);
+      }
+      let info: Deno.FileInfo;
+      try {
+        info = file.statSync();
+      } catch (error) {
+        file.close();
+        return Promise.reject(error);
+      }
+      if (info.isFile && fileIdentity(info) === this.#checked.get(relative)?.identity) {
+        return Promise.resolve({
+          file,
+          entry: toEntry(found.entry.name, info),
+          version: found.version,
+        });
+      }
+      // Replaced between the look-up and the open: look again.
+      file.close();
+    }
+    return Promise.resolve(undefined);
+  }
+
+  /**
+   * Reads a whole (small) channel file, or returns undefined when it is not
+   * servable (missing, or a symlink leading out of the channel or to a dotfile).
    */
   async readFile(relative: string): Promise<Uint8Array | undefined> {
     checked(relative);
-    const absolute = await this.#servablePath(relative);
-    if (absolute === undefined) return undefined;
+    const opened = await this.open(relative);
+    if (opened === undefined) return undefined;
     try {
-      return await Deno.readFile(absolute);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
+      return await readExactly(opened.file, 0, opened.entry.size);
+    } finally {
+      opened.file.close();
     }
   }
 
@@ -428,6 +511,9 @@ export class ChannelStorage {
       }
     });
     await Deno.rename(temporary, target);
+    // Readers holding a copy under the old version see the change at once,
+    // even if the new file reused the old inode within the same millisecond.
+    this.#checked.delete(relative);
   }
 
   /** The local filesystem path of a channel-relative path (for `conda index`). */
@@ -454,28 +540,59 @@ export class ChannelStorage {
     }
   }
 
-  async #servablePath(relative: string): Promise<string | undefined> {
-    const segments = channelPath(relative);
-    if (!segments) return undefined;
-    const absolute = this.#absolute(segments);
+  /**
+   * The real path of `absolute` when it resolves inside the channel and to
+   * no dotfile (spool, lock, temporary files) there; otherwise undefined.
+   */
+  #resolveInside(absolute: string): string | undefined {
     let real: string;
     try {
-      real = await Deno.realPath(absolute);
+      real = Deno.realPathSync(absolute);
     } catch {
       return undefined;
     }
-    return real.startsWith(this.#realRoot + "/") ? real : undefined;
+    if (!real.startsWith(this.#realRoot + "/")) return undefined;
+    return channelPath(real.slice(this.#realRoot.length + 1)) ? real : undefined;
   }
+}
+
+/**
+ * Reads `length` bytes of `file` from `offset` into one buffer; fewer when
+ * the file ends first (the buffer is then cut to what was read).
+ */
+export async function readExactly(
+  file: Deno.FsFile,
+  offset: number,
+  length: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+  const bytes = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const read = await file.read(bytes.subarray(filled));
+    if (read === null) return bytes.subarray(0, filled);
+    filled += read;
+  }
+  return bytes;
+}
+
+function statOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What tells one file's content from another's at one path, short of reading it. */
+function fileIdentity(info: Deno.FileInfo): string {
+  return `${info.dev}:${info.ino}:${info.size}:${info.mtime?.getTime()}:${info.ctime?.getTime()}`;
 }
 
 function checked(relative: string): string[] {
   const segments = channelPath(relative);
   if (!segments) throw new TypeError(`Cannot use channel path: ${JSON.stringify(relative)}`);
   return segments;
-}
-
-function basename(relative: string): string {
-  return relative.slice(relative.lastIndexOf("/") + 1);
 }
 
 function toEntry(name: string, info: Deno.FileInfo): ChannelEntry {
