@@ -9,10 +9,11 @@
  * deno task bench            # full run, about 15 minutes on 2 cores
  * deno task bench --quick    # smoke run, about 3 minutes
  * deno task bench --only=large,small --profile   # some sections, with CPU profiles
+ * deno task bench --only reads   # serving against nginx (installs nginx and wrk if missing)
  * ```
  *
  * Sections: `inspect` (6), `index` (4), `large` (1, 2), `small` (3),
- * `startup` (5). With `--profile` every server of ours runs with
+ * `startup` (5), `reads` (7). With `--profile` every server of ours runs with
  * `--cpu-prof` (which slows it: the figures of such a run are not
  * comparable) and the top functions are printed per section.
  *
@@ -33,6 +34,7 @@ import {
 import { REPO_ROOT } from "./bench/bench_process.ts";
 import { buildChannelTemplate, type ChannelTemplate } from "./bench/channel_template.ts";
 import { formatSummary, summariseProfiles } from "./bench/cpu_profile_summary.ts";
+import { benchReads } from "./bench/channel_reads.ts";
 import { benchIndexLatency } from "./bench/index_latency.ts";
 import { benchInspection } from "./bench/inspection_cost.ts";
 import { benchLargeUploads } from "./bench/large_uploads.ts";
@@ -40,7 +42,7 @@ import { type BenchHeader, renderMarkdown } from "./bench/report_table.ts";
 import { benchSmallUploads } from "./bench/small_uploads.ts";
 import { benchStartup } from "./bench/startup_time.ts";
 
-const SECTIONS = ["inspect", "index", "large", "small", "startup"] as const;
+const SECTIONS = ["inspect", "index", "large", "small", "startup", "reads"] as const;
 type Section = typeof SECTIONS[number];
 
 async function _cpuModel(): Promise<string> {
@@ -139,6 +141,8 @@ async function main(): Promise<void> {
       }
     }
 
+    if (sections.has("reads")) await benchReads(context);
+
     const minutes = (performance.now() - began) / 60_000;
     const header: BenchHeader = {
       title: "artifact-upload-handler benchmark",
@@ -159,7 +163,7 @@ async function main(): Promise<void> {
         ],
         [
           "runs (each figure is the median)",
-          `large uploads ${plan.largeRuns} per size; small uploads ${plan.smallRuns} × ${plan.smallUploads} uploads per setting; -e ${plan.condaExeRuns} × ${plan.condaExeUploads}; index add() ${plan.indexAdds} per size; start-up ${plan.startupRuns}; index rebuild ${plan.rebuildRuns}; inspection ${plan.inspectRuns}`,
+          `reads ${plan.readRuns} × ${plan.readSeconds} s per figure; large uploads ${plan.largeRuns} per size; small uploads ${plan.smallRuns} × ${plan.smallUploads} uploads per setting; -e ${plan.condaExeRuns} × ${plan.condaExeUploads}; index add() ${plan.indexAdds} per size; start-up ${plan.startupRuns}; index rebuild ${plan.rebuildRuns}; inspection ${plan.inspectRuns}`,
         ],
         ["load average (1 5 15 min)", `${startLoad} at start, ${_loadAverage()} at end`],
       ],
@@ -171,6 +175,7 @@ async function main(): Promise<void> {
         "4: BuiltinIndex.add() in process (resolves once repodata.json, .zst, index.html and channeldata.json are written); reference = one atomic write (write, fsync, rename) of the same repodata.json.",
         "5: start-up = spawn of `deno run main.ts` to its `listening` line (reconcile trusted every package); reference = spawn to listening of the reference server. Rebuild = `main.ts index` after deleting repodata.json; reference = scripts/bench/reference_digest.ts (read + sha256 + md5 of every package).",
         "6: inspectPackage() in process, warm page cache.",
+        "7: reference = Debian's nginx started by the benchmark on the same channel directory (one worker, TLS with the same certificate, sendfile, gzip, an access log line per request); wrk 1 thread, keep-alive, after a 1 s warm-up; the download with curl --http1.1. Our server's connection layer is whatever main.ts runs. The handler-alone rows call serveChannel() in process, one request at a time, with no server running.",
         "Other work may share the machine while this runs: trust the ratios more than the absolute figures.",
         "Written by `deno task bench` (scripts/bench.ts): a full run writes this file and bench-results/latest.md, `--quick` only the latter.",
       ],

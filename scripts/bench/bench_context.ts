@@ -39,6 +39,14 @@ export interface BenchPlan {
   inspectBytes: number;
   /** Timed inspections per package. */
   inspectRuns: number;
+  /** Seconds of each `wrk` run of the read benchmark. */
+  readSeconds: number;
+  /** Runs per read measurement (servers alternate). */
+  readRuns: number;
+  /** Size of the large package downloaded, in bytes. */
+  downloadBytes: number;
+  /** Seconds of each in-process handler measurement. */
+  handlerSeconds: number;
 }
 
 const MIB = 1024 * 1024;
@@ -59,6 +67,10 @@ export const FULL_PLAN: BenchPlan = {
   rebuildRuns: 3,
   inspectBytes: 1024 * MIB,
   inspectRuns: 7,
+  readSeconds: 8,
+  readRuns: 3,
+  downloadBytes: 512 * MIB,
+  handlerSeconds: 3,
 };
 
 /** A smoke run (about 3 minutes): fewer runs, smaller sizes. */
@@ -77,6 +89,10 @@ export const QUICK_PLAN: BenchPlan = {
   rebuildRuns: 1,
   inspectBytes: 64 * MIB,
   inspectRuns: 5,
+  readSeconds: 3,
+  readRuns: 1,
+  downloadBytes: 256 * MIB,
+  handlerSeconds: 1,
 };
 
 /** Shared state of a benchmark run. */

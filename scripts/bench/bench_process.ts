@@ -57,7 +57,15 @@ export interface OurServerOptions {
   cpuProfDir?: string;
   /** Longest wait for the `listening` line, in ms. @default {120000} */
   startTimeoutMs?: number;
+  /**
+   * Keep no per-request log lines in {@linkcode BenchServer.lines} (read
+   * benchmarks make hundreds of thousands).
+   * @default {false}
+   */
+  dropRequestLines?: boolean;
 }
+
+const REQUEST_LINE = /^\S+ INFO request /;
 
 /** The environment of the children: ours minus `AUH_*`, no colour, no update check. */
 function _childEnv(): Record<string, string> {
@@ -106,7 +114,11 @@ export async function startOurServer(
     tokenHash,
     ...(options.condaExe === undefined ? [] : ["-e", options.condaExe]),
   ];
-  return await _spawnListening(args, options.startTimeoutMs ?? 120_000);
+  return await _spawnListening(
+    args,
+    options.startTimeoutMs ?? 120_000,
+    options.dropRequestLines ? (line) => !REQUEST_LINE.test(line) : undefined,
+  );
 }
 
 /** Options for {@linkcode startReferenceServer}. */
@@ -201,7 +213,11 @@ export async function readPeakRssKiB(pid: number): Promise<number> {
   return Number(match[1]);
 }
 
-async function _spawnListening(args: string[], timeoutMs: number): Promise<BenchServer> {
+async function _spawnListening(
+  args: string[],
+  timeoutMs: number,
+  keep: (line: string) => boolean = () => true,
+): Promise<BenchServer> {
   const started = performance.now();
   const child = new Deno.Command(Deno.execPath(), {
     args,
@@ -221,6 +237,7 @@ async function _spawnListening(args: string[], timeoutMs: number): Promise<Bench
       while ((newline = pending.indexOf("\n")) >= 0) {
         const line = pending.slice(0, newline);
         pending = pending.slice(newline + 1);
+        if (!keep(line)) continue;
         lines.push(line);
         onLine?.(line);
       }

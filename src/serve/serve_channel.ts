@@ -11,7 +11,7 @@
  * Index files (everything but packages) up to 8 MiB are answered from memory
  * ({@linkcode HotFileCache}, gzip made once per version); a package or other
  * body up to 256 KiB is read at once and sent as one buffer, a larger one is
- * streamed in 1 MiB chunks as the client takes them.
+ * streamed in 256 KiB chunks as the client takes them.
  *
  * @module
  */
@@ -59,7 +59,7 @@ export interface ServeChannelOptions {
 /** `Cache-Control` of packages: their content never changes under a name. */
 const PACKAGE_CACHE_CONTROL = "public, max-age=31536000, immutable";
 /** Bytes read from disk per chunk of a streamed response body. */
-const CHUNK_SIZE = 1024 * 1024;
+const CHUNK_SIZE = 256 * 1024;
 /** Largest body read whole from disk and sent as one buffer. */
 const SMALL_BODY_BYTES = 256 * 1024;
 const ALLOW = "GET, HEAD";
