@@ -727,6 +727,34 @@ test("serveChannel() closes the file when the body is cancelled", async () => {
   // The test's resource sanitizer fails this test if any file stayed open.
 });
 
+test("serveChannel() streams a large file into a reader's own reused buffer", async () => {
+  await using channel = await makeChannel();
+  const bytes = fileOf(channel, PACKAGE);
+  for (
+    const [headers, expected] of [[{}, bytes], [
+      { range: "bytes=1000-" },
+      bytes.subarray(1000),
+    ]] as const
+  ) {
+    const response = await serveChannel(request(`/${PACKAGE}`, { headers }), channel.storage);
+    const reader = response.body!.getReader({ mode: "byob" });
+    let buffer = new ArrayBuffer(64 * 1024);
+    const received = new Uint8Array(expected.length);
+    let filled = 0;
+    for (;;) {
+      const { value, done } = await reader.read(new Uint8Array(buffer));
+      if (done) break;
+      assert.ok(value.byteLength <= 64 * 1024);
+      received.set(value, filled);
+      filled += value.byteLength;
+      // The same memory goes back for the next read: no new buffer per chunk.
+      buffer = value.buffer;
+    }
+    assert.equal(filled, expected.length);
+    assert.deepEqual(received, expected);
+  }
+});
+
 test("serveChannel() sends exactly the announced bytes while the file grows", async () => {
   await using channel = await makeChannel();
   const bytes = fileOf(channel, PACKAGE);
