@@ -175,7 +175,7 @@ async function main(): Promise<void> {
         "4: BuiltinIndex.add() in process (resolves once repodata.json, .zst, index.html and channeldata.json are written); reference = one atomic write (write, fsync, rename) of the same repodata.json.",
         "5: start-up = spawn of `deno run main.ts` to its `listening` line (reconcile trusted every package); reference = spawn to listening of the reference server. Rebuild = `main.ts index` after deleting repodata.json; reference = scripts/bench/reference_digest.ts (read + sha256 + md5 of every package).",
         "6: inspectPackage() in process, warm page cache.",
-        "7: reference = Debian's nginx started by the benchmark on the same channel directory (one worker, TLS with the same certificate, sendfile, gzip, an access log line per request); wrk 1 thread, keep-alive, after a 1 s warm-up; the download with curl --http1.1. Our server's connection layer is whatever main.ts runs. The handler-alone rows call serveChannel() in process, one request at a time, with no server running.",
+        "7: reference = Debian's nginx started by the benchmark on the same channel directory (one worker, TLS with the same certificate, sendfile, gzip, an access log line per request); wrk 1 thread, keep-alive, after a 1 s warm-up; the download with curl --http1.1. Our server's connection layer is whatever main.ts runs. The handler-alone rows call serveChannel() in process, one request at a time, with no server running (median of 200 ms windows).",
         "Other work may share the machine while this runs: trust the ratios more than the absolute figures.",
         "Written by `deno task bench` (scripts/bench.ts): a full run writes this file and bench-results/latest.md, `--quick` only the latter.",
       ],
