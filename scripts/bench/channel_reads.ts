@@ -16,12 +16,12 @@
 
 import { join } from "node:path";
 import { writeLargePackage } from "../../tests/helpers/conda_package.ts";
-import { serveChannel } from "../../src/serve/serve_channel.ts";
-import { ChannelStorage } from "../../src/storage/channel_storage.ts";
+import { serverPermissionFlags } from "../../src/permissions.ts";
 import { type BenchContext, sizeLabel } from "./bench_context.ts";
-import { startOurServer } from "./bench_process.ts";
+import { REPO_ROOT, runDeno, startOurServer } from "./bench_process.ts";
 import { buildChannelTemplate } from "./channel_template.ts";
 import { ensureDebianTools } from "./debian_tools.ts";
+import type { HandlerRate } from "./handler_reads.ts";
 import { startNginx } from "./nginx_server.ts";
 import { curlDownload, runWrk, withRssSamples, type WrkResult } from "./read_clients.ts";
 import { figure, percent, times } from "./report_table.ts";
@@ -225,8 +225,8 @@ async function _measureServer(
 }
 
 /**
- * Requests/s of `serveChannel()` alone, in process, one request at a time,
- * body read: the median of 200 ms windows.
+ * Requests/s of `serveChannel()` alone (scripts/bench/handler_reads.ts, a
+ * process of its own under the server's flags), one row per case.
  */
 async function _benchHandler(
   context: BenchContext,
@@ -234,49 +234,33 @@ async function _benchHandler(
   paths: _Paths,
   packageSize: number,
 ): Promise<void> {
-  const storage = await ChannelStorage.open(root);
-  try {
-    const cases: Array<[what: string, path: string, headers: Record<string, string>]> = [
-      [`${SMALL_FILE}`, paths.small, {}],
-      ["linux-64/repodata.json, Accept-Encoding: gzip", "linux-64/repodata.json", {
-        "accept-encoding": "gzip",
-      }],
-      [`a ${sizeLabel(packageSize)} package`, paths.package, {}],
-      [`${SMALL_FILE}, If-None-Match (304)`, paths.small, { "if-none-match": "*" }],
-    ];
-    for (const [what, path, headers] of cases) {
-      const once = async () => {
-        const response = await serveChannel(
-          new Request(`https://localhost/${path}`, { headers }),
-          storage,
-        );
-        if (response.body !== null) await response.arrayBuffer();
-      };
-      for (let i = 0; i < 200; i++) await once();
-      // The median of 200 ms windows: other work on the machine comes in bursts.
-      const windows: number[] = [];
-      const count = Math.max(5, context.plan.handlerSeconds * 5);
-      for (let window = 0; window < count; window++) {
-        let requests = 0;
-        const started = performance.now();
-        while (performance.now() - started < 200) {
-          for (let i = 0; i < 20; i++) await once();
-          requests += 20;
-        }
-        windows.push(requests / ((performance.now() - started) / 1000));
-      }
-      const perSecond = median(windows);
-      context.progress(`reads: handler alone, ${what}: ${perSecond.toFixed(0)} req/s`);
-      context.rows.push({
-        what: `7. GET handler alone (serveChannel() in process, body read): ${what}, req/s`,
-        ours: figure(perSecond, "req/s"),
-        reference: "—",
-        ratio: "—",
-        target: "—",
-        met: undefined,
-      });
-    }
-  } finally {
-    storage.close();
+  const result = await runDeno([
+    "run",
+    ...serverPermissionFlags({ channelRoot: root }),
+    "--config",
+    join(REPO_ROOT, "deno.json"),
+    join(REPO_ROOT, "scripts", "bench", "handler_reads.ts"),
+    "--root",
+    root,
+    "--package",
+    paths.package,
+    "--seconds",
+    String(context.plan.handlerSeconds),
+  ], 600_000);
+  if (result.code !== 0) {
+    throw new Error(`Cannot measure the handler alone: ${result.stderr.slice(-2000)}`);
+  }
+  for (const line of result.stdout.trim().split("\n")) {
+    const rate = JSON.parse(line) as HandlerRate;
+    const what = rate.what === "the package" ? `a ${sizeLabel(packageSize)} package` : rate.what;
+    context.progress(`reads: handler alone, ${what}: ${rate.perSecond.toFixed(0)} req/s`);
+    context.rows.push({
+      what: `7. GET handler alone (serveChannel() in process, body read): ${what}, req/s`,
+      ours: figure(rate.perSecond, "req/s"),
+      reference: "—",
+      ratio: "—",
+      target: "—",
+      met: undefined,
+    });
   }
 }
