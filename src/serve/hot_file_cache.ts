@@ -51,7 +51,7 @@ export interface HotFileCacheOptions {
   /**
    * Most bytes held in all (files and gzip variants); the least recently
    * used files are dropped first.
-   * @default {64 MiB}
+   * @default {32 MiB}
    */
   maxTotalBytes?: number;
 }
@@ -65,14 +65,17 @@ export class HotFileCache {
   readonly #maxTotalBytes: number;
   /** Channel-relative path -> file; iteration order is least recently used first. */
   readonly #files = new Map<string, HotFile>();
-  readonly #loading = new Map<string, Promise<HotFile | undefined>>();
+  readonly #loading = new Map<
+    string,
+    { version: number; file: Promise<HotFile | undefined> }
+  >();
   #totalBytes = 0;
 
   /** A cache of `storage`'s files. */
   constructor(storage: ChannelStorage, options: HotFileCacheOptions = {}) {
     this.#storage = storage;
     this.#maxFileBytes = options.maxFileBytes ?? 8 * MIB;
-    this.#maxTotalBytes = options.maxTotalBytes ?? 64 * MIB;
+    this.#maxTotalBytes = options.maxTotalBytes ?? 32 * MIB;
   }
 
   /** Whether a file of `size` bytes is held by this cache. */
@@ -93,12 +96,15 @@ export class HotFileCache {
       this.#files.set(relative, held);
       return held;
     }
-    let loading = this.#loading.get(relative);
-    if (loading === undefined) {
-      loading = this.#load(relative).finally(() => this.#loading.delete(relative));
-      this.#loading.set(relative, loading);
-    }
-    return loading;
+    // Requests that arrive while the file is read share the read, unless
+    // they saw a newer version than the one it was started for.
+    const loading = this.#loading.get(relative);
+    if (loading !== undefined && loading.version >= found.version) return loading.file;
+    const file = this.#load(relative).finally(() => {
+      if (this.#loading.get(relative)?.file === file) this.#loading.delete(relative);
+    });
+    this.#loading.set(relative, { version: found.version, file });
+    return file;
   }
 
   /** The gzip variant of `file`, made once. */
@@ -137,6 +143,8 @@ export class HotFileCache {
       lastModified: new Date(entry.mtimeMs).toUTCString(),
     };
     const previous = this.#files.get(relative);
+    // A slower read of an older version does not replace a newer one.
+    if (previous !== undefined && previous.version > version) return file;
     if (previous !== undefined) {
       this.#files.delete(relative);
       this.#totalBytes -= _heldBytes(previous);
