@@ -149,27 +149,21 @@ export async function serveChannel(
     });
   }
 
-  const directoryRequest = path.endsWith("/");
-  const relative = path.slice(1, directoryRequest ? -1 : undefined);
-  if (!directoryRequest) {
-    const response = await serveFile(request, storage, relative, cacheControl);
+  if (path.endsWith("/")) {
+    // A servable `<dir>/index.html` means `<dir>` is a directory in the channel.
+    const response = await serveFile(request, storage, `${path.slice(1)}index.html`, cacheControl);
     if (response) return response;
+    throw new HttpError(STATUS.NotFound, NOT_FOUND);
   }
+  const relative = path.slice(1);
+  const response = await serveFile(request, storage, relative, cacheControl);
+  if (response) return response;
   if (await storage.isDirectory(relative)) {
-    if (!directoryRequest) {
-      // Relative links in index.html need the trailing slash.
-      return new Response(null, {
-        status: STATUS.MovedPermanently,
-        headers: { location: `/${encodeURI(relative)}/` },
-      });
-    }
-    const response = await serveFile(
-      request,
-      storage,
-      `${relative}/index.html`,
-      cacheControl,
-    );
-    if (response) return response;
+    // Relative links in index.html need the trailing slash.
+    return new Response(null, {
+      status: STATUS.MovedPermanently,
+      headers: { location: `/${encodeURI(relative)}/` },
+    });
   }
   throw new HttpError(STATUS.NotFound, NOT_FOUND);
 }
