@@ -6,8 +6,8 @@
  * `docs/benchmarks.md`).
  *
  * ```sh
- * deno task bench            # full run, about 15 minutes on 2 cores
- * deno task bench --quick    # smoke run, about 3 minutes
+ * deno task bench            # full run, about 20 minutes on 2 cores
+ * deno task bench --quick    # smoke run, about 4 minutes
  * deno task bench --only=large,small --profile   # some sections, with CPU profiles
  * deno task bench --only reads   # serving against nginx (installs nginx and wrk if missing)
  * ```

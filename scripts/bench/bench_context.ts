@@ -51,7 +51,7 @@ export interface BenchPlan {
 
 const MIB = 1024 * 1024;
 
-/** The full benchmark (about 15 minutes on 2 cores). */
+/** The full benchmark (about 20 minutes on 2 cores). */
 export const FULL_PLAN: BenchPlan = {
   name: "full",
   largeSizes: [10 * MIB, 256 * MIB, 2048 * MIB],
@@ -73,7 +73,7 @@ export const FULL_PLAN: BenchPlan = {
   handlerSeconds: 3,
 };
 
-/** A smoke run (about 3 minutes): fewer runs, smaller sizes. */
+/** A smoke run (about 4 minutes): fewer runs, smaller sizes. */
 export const QUICK_PLAN: BenchPlan = {
   name: "quick",
   largeSizes: [10 * MIB, 256 * MIB],
