@@ -61,7 +61,7 @@ async function run(command: Command): Promise<number> {
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
       if (Deno.build.os !== "windows") {
-        Deno.addSignalListener("SIGHUP", () => server.reloadTls());
+        Deno.addSignalListener("SIGHUP", () => server.reload());
       }
       await server.finished;
       logger.info("stopped");

@@ -5,8 +5,15 @@
  * @module
  */
 
+import { TokenMinter } from "./auth/token_minter.ts";
+import { isUnrestricted } from "./auth/token_scope.ts";
 import { TokenVerifier } from "./auth/token_verifier.ts";
-import { ConfigError, type ServerConfig } from "./config.ts";
+import {
+  ConfigError,
+  readTokenFileFor,
+  readTrustedPublishersFor,
+  type ServerConfig,
+} from "./config.ts";
 import type { ChannelIndexer } from "./index/channel_indexer.ts";
 import { BuiltinIndex } from "./index/builtin_index.ts";
 import { CondaExeIndex } from "./index/conda_exe_index.ts";
@@ -37,6 +44,17 @@ export interface RunningServer {
   metrics: Metrics;
   /** Re-reads the certificate and key files and serves new connections with them. */
   reloadTls(): Promise<void>;
+  /**
+   * Re-reads the token hash file and the trusted publishers file; a file
+   * that cannot be read or used keeps the current one in force.
+   */
+  reloadCredentials(): Promise<void>;
+  /** What SIGHUP does: {@linkcode RunningServer.reloadTls} and {@linkcode RunningServer.reloadCredentials}. */
+  reload(): Promise<void>;
+  /** The accepted tokens (static and from the token hash file). */
+  verifier: TokenVerifier;
+  /** Trusted publishing: verifies CI tokens and mints upload tokens. */
+  minter: TokenMinter;
   /** Settles when the server has stopped. */
   finished: Promise<void>;
   /**
@@ -77,6 +95,7 @@ export async function startApplication(
       channel: config.channelRoot,
     });
   }
+  refuseUnwired(config);
   const tls = options.tls ?? (config.tls ? await readTls(config.tls) : undefined);
   checkPortFree(config);
   if (!tls) {
@@ -124,10 +143,18 @@ export async function startApplication(
     budgetMs: config.tokenTimeoutMs,
     budgetBytes: config.tokenBudgetBytes,
   });
+  const verifier = new TokenVerifier(
+    [...config.tokenHashes, ...config.tokenFileEntries],
+    config.salt,
+  );
+  const minter = new TokenMinter(
+    config.trustedPublishers,
+    config.serverName === undefined ? {} : { serverName: config.serverName },
+  );
   const handler = createHandler({
     storage,
     uploads,
-    verifier: new TokenVerifier(config.tokenHashes, config.salt),
+    verifier,
     logger,
     serve: config.serve,
     // Packages that may be replaced must not be cached as immutable.
@@ -164,7 +191,8 @@ export async function startApplication(
     address: config.hostname,
     channel: config.channelRoot,
     indexer: config.condaExe ? `${config.condaExe} index` : "built-in",
-    tokens: config.tokenHashes.length,
+    tokens: verifier.size,
+    trusted_publishers: minter.size > 0 ? minter.size : undefined,
   });
   const reloadTls = async () => {
     if (!config.tls || options.tls) return;
@@ -175,6 +203,45 @@ export async function startApplication(
       logger.error("TLS certificate reload failed; keeping the current one", {
         reason: error instanceof Error ? error.message : String(error),
       });
+    }
+  };
+  const servedChannels = [config.channelName, ...config.channels.map((channel) => channel.name)];
+  const reloadCredentials = async () => {
+    if (config.tokenHashFile !== undefined) {
+      try {
+        const entries = await readTokenFileFor(config.tokenHashFile, servedChannels);
+        verifier.replace([...config.tokenHashes, ...entries]);
+        logger.info("token hash file reloaded", {
+          file: config.tokenHashFile,
+          tokens: verifier.size,
+        });
+      } catch (error) {
+        logger.error("token hash file reload failed; keeping the current tokens", {
+          reason: error instanceof Error ? error.message : String(error),
+        });
+      }
+    }
+    if (config.trustedPublishersFile !== undefined) {
+      try {
+        const publishers = await readTrustedPublishersFor(
+          config.trustedPublishersFile,
+          servedChannels,
+        );
+        if (
+          config.serverName === undefined && publishers.some((publisher) => !publisher.audiences)
+        ) {
+          throw new Error("a publisher names no audience and --server_name is not given");
+        }
+        minter.replace(publishers);
+        logger.info("trusted publishers reloaded", {
+          file: config.trustedPublishersFile,
+          publishers: minter.size,
+        });
+      } catch (error) {
+        logger.error("trusted publishers reload failed; keeping the current ones", {
+          reason: error instanceof Error ? error.message : String(error),
+        });
+      }
     }
   };
   const stopWatching = config.tls && !options.tls
@@ -213,8 +280,37 @@ export async function startApplication(
     finished: listener.finished,
     shutdown,
     reloadTls,
+    reloadCredentials,
+    reload: async () => {
+      await reloadTls();
+      await reloadCredentials();
+    },
+    verifier,
+    minter,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/**
+ * Interim guard (issue 13, until the front door checks scopes and routes
+ * channels): refuse what this build would accept but not enforce, rather
+ * than serve it with more rights than configured.
+ */
+function refuseUnwired(config: ServerConfig): void {
+  const scoped = config.tokenFileEntries.find((entry) => !isUnrestricted(entry.scope));
+  if (scoped !== undefined) {
+    throw new ConfigError(
+      `Cannot start: token ${
+        scoped.name ?? "in the token hash file"
+      } has a scope (channels=, packages= or can=), which this build cannot enforce yet`,
+    );
+  }
+  if (config.channels.length > 0) {
+    throw new ConfigError("Cannot start: --channel is not served by this build yet");
+  }
+  if (config.trustedPublishers.length > 0) {
+    throw new ConfigError("Cannot start: --trusted_publishers is not served by this build yet");
+  }
 }
 
 /** Feeds upload events to the metrics and the audit log. */

@@ -6,9 +6,12 @@
  */
 
 import { basename, dirname, resolve } from "node:path";
+import { readTokenFile, type TokenEntry } from "./auth/token_file.ts";
 import { DEFAULT_SALT, isTokenHash } from "./auth/token_hash.ts";
+import { readTrustedPublishers, type TrustedPublisher } from "./auth/trusted_publishers.ts";
 import type { ServerFlags } from "./cli/command_line.ts";
 import type { LogFormat } from "./log.ts";
+import { checkChannels, type NamedChannel, parseChannelFlag } from "./named_channels.ts";
 import { isKnownSubdir } from "./package/platforms.ts";
 import {
   parseS3Url,
@@ -41,8 +44,20 @@ export interface ServerConfig {
   condaExe?: string;
   /** TLS certificate and key files; undefined with `insecureNoTls` or `dev`. */
   tls?: { certFile: string; keyFile: string };
-  /** Accepted token hashes, lowercase hex. */
+  /** Token hashes from `-t`/`AUH_TOKEN_HASH`, lowercase hex; each may do everything. */
   tokenHashes: string[];
+  /** The `--token_hash_file`, re-read on SIGHUP. */
+  tokenHashFile?: string;
+  /** The named, scoped tokens read from {@linkcode ServerConfig.tokenHashFile}. */
+  tokenFileEntries: TokenEntry[];
+  /** The `--trusted_publishers` file, re-read on SIGHUP. */
+  trustedPublishersFile?: string;
+  /** The trusted publishers read from {@linkcode ServerConfig.trustedPublishersFile}. */
+  trustedPublishers: TrustedPublisher[];
+  /** The host name clients upload to (`--server_name`), lowercase. */
+  serverName?: string;
+  /** Channels served at `/NAME/` besides the one at `/`. */
+  channels: NamedChannel[];
   /** Token salt. */
   salt: string;
   /** Largest artifact accepted, in bytes. */
@@ -124,9 +139,38 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
     channelRoot = dirname(channelRoot);
   }
   const port = parsePort(flags.port ?? String(DEFAULT_PORT));
+  const channelName = flags.channelName ?? basename(channelRoot);
+  const channels = (flags.channels ?? []).map((value) => {
+    try {
+      return parseChannelFlag(value);
+    } catch (error) {
+      throw new ConfigError(`Cannot start: ${(error as Error).message}`);
+    }
+  });
+  try {
+    checkChannels({ name: channelName, root: channelRoot }, channels);
+  } catch (error) {
+    throw new ConfigError(`Cannot start: ${(error as Error).message}`);
+  }
+  const servedChannels = [channelName, ...channels.map((channel) => channel.name)];
   const tokenHashes = [...flags.tokenHashes];
-  if (flags.tokenHashFile !== undefined) {
-    tokenHashes.push(...await readHashFile(flags.tokenHashFile));
+  const tokenFileEntries = flags.tokenHashFile === undefined
+    ? []
+    : await startupRead(() => readTokenFileFor(flags.tokenHashFile!, servedChannels));
+  const trustedPublishers = flags.trustedPublishers === undefined
+    ? []
+    : await startupRead(() => readTrustedPublishersFor(flags.trustedPublishers!, servedChannels));
+  const serverName = flags.serverName?.trim().toLowerCase();
+  if (serverName !== undefined && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(serverName)) {
+    throw new ConfigError(
+      `Cannot start: --server_name ${JSON.stringify(serverName.slice(0, 100))} is not a host name`,
+    );
+  }
+  const withoutAudience = trustedPublishers.find((publisher) => publisher.audiences === undefined);
+  if (withoutAudience !== undefined && serverName === undefined) {
+    throw new ConfigError(
+      `Cannot start: trusted publisher '${withoutAudience.name}' names no audience; give --server_name (the host name clients upload to, which newer rattler-build and pixi ask their CI token for) or an "audience"`,
+    );
   }
   for (const hash of tokenHashes) {
     if (!isTokenHash(hash)) {
@@ -137,9 +181,12 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
       );
     }
   }
-  if (tokenHashes.length === 0 && !dev) {
+  if (
+    tokenHashes.length === 0 && tokenFileEntries.length === 0 && trustedPublishers.length === 0 &&
+    !dev
+  ) {
     throw new ConfigError(
-      "Cannot start: no token hash given (-t TOKEN_HASH, --token_hash_file or AUH_TOKEN_HASH); make one with 'generate-token'",
+      "Cannot start: no token hash given (-t TOKEN_HASH, --token_hash_file or AUH_TOKEN_HASH) and no --trusted_publishers; make a token with 'generate-token'",
     );
   }
   let tls: ServerConfig["tls"];
@@ -159,10 +206,13 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
   }
   const config: ServerConfig = {
     channelRoot,
-    channelName: flags.channelName ?? basename(channelRoot),
+    channelName,
     hostname: flags.host ?? (dev ? "127.0.0.1" : "0.0.0.0"),
     port,
     tokenHashes: tokenHashes.map((hash) => hash.toLowerCase()),
+    tokenFileEntries,
+    trustedPublishers,
+    channels,
     salt: flags.salt ?? DEFAULT_SALT,
     maxUploadBytes: flags.maxUploadSize === undefined
       ? DEFAULT_MAX_UPLOAD_BYTES
@@ -184,6 +234,11 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
   if (writeDirWasSubdir !== undefined) config.writeDirWasSubdir = writeDirWasSubdir;
   if (flags.condaExe !== undefined) config.condaExe = flags.condaExe;
   if (flags.auditLog !== undefined) config.auditLog = resolve(flags.auditLog);
+  if (flags.tokenHashFile !== undefined) config.tokenHashFile = resolve(flags.tokenHashFile);
+  if (flags.trustedPublishers !== undefined) {
+    config.trustedPublishersFile = resolve(flags.trustedPublishers);
+  }
+  if (serverName !== undefined) config.serverName = serverName;
   if (tls !== undefined) config.tls = tls;
   return config;
 }
@@ -227,17 +282,56 @@ export function parseSize(value: string): number {
   return Math.floor(Number(match[1]) * unit);
 }
 
-async function readHashFile(path: string): Promise<string[]> {
-  let text: string;
+/**
+ * Reads the token hash file and checks that every channel a scope names is
+ * served. Used at start and on each reload; throws an `Error` naming the file.
+ */
+export async function readTokenFileFor(
+  path: string,
+  servedChannels: readonly string[],
+): Promise<TokenEntry[]> {
+  const entries = await readTokenFile(path);
+  for (const entry of entries) {
+    const unknown = entry.scope.channels?.find((channel) => !servedChannels.includes(channel));
+    if (unknown !== undefined) {
+      throw new Error(
+        `Cannot read token hash file ${path}: token ${
+          entry.name === undefined ? "" : `'${entry.name}' `
+        }names channel '${unknown}', which is not served here (${servedChannels.join(", ")})`,
+      );
+    }
+  }
+  return entries;
+}
+
+/**
+ * Reads the trusted publishers file and checks that every channel a scope
+ * names is served. Used at start and on each reload; throws an `Error`.
+ */
+export async function readTrustedPublishersFor(
+  path: string,
+  servedChannels: readonly string[],
+): Promise<TrustedPublisher[]> {
+  const publishers = await readTrustedPublishers(path);
+  for (const publisher of publishers) {
+    const unknown = publisher.scope.channels?.find((channel) => !servedChannels.includes(channel));
+    if (unknown !== undefined) {
+      throw new Error(
+        `Cannot read trusted publishers file ${path}: publisher '${publisher.name}' names channel '${unknown}', which is not served here (${
+          servedChannels.join(", ")
+        })`,
+      );
+    }
+  }
+  return publishers;
+}
+
+async function startupRead<T>(read: () => Promise<T>): Promise<T> {
   try {
-    text = await Deno.readTextFile(path);
+    return await read();
   } catch (error) {
     throw new ConfigError(
-      `Cannot start: cannot read token hash file ${path}: ${
-        error instanceof Error ? error.message : String(error)
-      }`,
+      `Cannot start: ${(error as Error).message.replace(/^Cannot /, "cannot ")}`,
     );
   }
-  return text.split("\n").map((line) => line.replace(/#.*/, "").trim())
-    .filter((line) => line !== "");
 }

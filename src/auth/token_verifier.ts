@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import type { TokenEntry } from "./token_file.ts";
 import { DEFAULT_SALT, fromHex, isTokenHash, sha256, toHex } from "./token_hash.ts";
-import { type Identity, UNRESTRICTED_SCOPE } from "./token_scope.ts";
+import { type Identity, isUnrestricted, UNRESTRICTED_SCOPE } from "./token_scope.ts";
 
 /** Who uploaded, as a log field: the identity's name, never the token itself. */
 export type Principal = string;
@@ -84,9 +84,15 @@ export class TokenVerifier {
     return match?.identity;
   }
 
-  /** Returns the name of a valid token's identity (its principal), or undefined. */
+  /**
+   * Returns the name (principal) of a valid token that may do everything,
+   * or undefined. A scoped token is refused here: a caller that only asks
+   * "who" cannot check "what", so it must use {@linkcode TokenVerifier.identify}
+   * and check the scope.
+   */
   async verify(token: string): Promise<Principal | undefined> {
-    return (await this.identify(token))?.name;
+    const identity = await this.identify(token);
+    return identity !== undefined && isUnrestricted(identity.scope) ? identity.name : undefined;
   }
 }
 

@@ -59,7 +59,20 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
   token_hash_file: {
     type: "string",
     value: "FILE",
-    help: "file with one token hash per line (# comments allowed), kept out of the process list",
+    help:
+      "file with one token hash per line, optionally 'name=NAME channels=a,b packages=GLOB,GLOB can=upload,overwrite,delete' (# comments allowed); re-read on SIGHUP",
+  },
+  trusted_publishers: {
+    type: "string",
+    value: "FILE",
+    help:
+      "JSON list of CI workflows (OIDC issuer, claims, scope) that may mint upload tokens at /api/oidc/mint_token; re-read on SIGHUP",
+  },
+  server_name: {
+    type: "string",
+    value: "HOST",
+    help:
+      "host name clients upload to; trusted publishers accept CI tokens for this audience and prefix.dev",
   },
   salt: { type: "string", value: "SALT", help: "token salt (default: the original tool's)" },
   max_upload_size: {
@@ -79,6 +92,13 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     type: "string",
     value: "NAME",
     help: "channel name in upload URLs such as /api/v1/upload/NAME (default: root's basename)",
+  },
+  channel: {
+    type: "string",
+    multiple: true,
+    value: "NAME=DIR",
+    help:
+      "another channel, served at /NAME/ with its own index; repeat for several (in the variable: comma-separated)",
   },
   log_format: { type: "string", value: "text|json", help: "log line format (default text)" },
   audit_log: {
@@ -139,11 +159,15 @@ export interface ServerFlags {
   keyfile?: string;
   tokenHashes: string[];
   tokenHashFile?: string;
+  trustedPublishers?: string;
+  serverName?: string;
   salt?: string;
   maxUploadSize?: string;
   allowOverwrite: boolean;
   noServe: boolean;
   channelName?: string;
+  /** `--channel NAME=DIR` values, unchecked (none when absent). */
+  channels?: string[];
   logFormat?: string;
   auditLog?: string;
   maxConcurrentUploads?: string;
@@ -199,8 +223,14 @@ function parseServe(args: readonly string[], env: Readonly<Record<string, string
     : [env[ENV_PREFIX + "TOKEN_HASH"] ?? ""];
   const tokenHashes = hashSource.flatMap((value) => value.split(","))
     .map((value) => value.trim()).filter((value) => value !== "");
+  const flagChannels = values.channel;
+  const channels = Array.isArray(flagChannels) && flagChannels.length > 0
+    ? flagChannels.map(String)
+    : (env[ENV_PREFIX + "CHANNEL"] ?? "").split(",").map((value) => value.trim())
+      .filter((value) => value !== "");
   const flags: ServerFlags = {
     tokenHashes,
+    channels,
     allowOverwrite: boolean("allow_overwrite"),
     noServe: boolean("no_serve"),
     insecureNoTls: boolean("insecure_no_tls"),
@@ -214,6 +244,8 @@ function parseServe(args: readonly string[], env: Readonly<Record<string, string
   assign(flags, "certfile", string("certfile"));
   assign(flags, "keyfile", string("keyfile"));
   assign(flags, "tokenHashFile", string("token_hash_file"));
+  assign(flags, "trustedPublishers", string("trusted_publishers"));
+  assign(flags, "serverName", string("server_name"));
   assign(flags, "salt", string("salt"));
   assign(flags, "maxUploadSize", string("max_upload_size"));
   assign(flags, "channelName", string("channel_name"));
