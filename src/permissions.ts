@@ -10,7 +10,9 @@
 export interface PermissionScope {
   /** The channel root (read and write). */
   channelRoot: string;
-  /** Files only read: TLS certificate and key, token hash file. */
+  /** The directories of the `--channel NAME=DIR` channels (read and write). */
+  otherChannelRoots?: string[];
+  /** Files only read: TLS certificate and key, token hash file, trusted publishers file. */
   readFiles?: string[];
   /** Extra files written (e.g. an audit log). */
   writeFiles?: string[];
@@ -39,8 +41,9 @@ export const RUNTIME_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-si
  * ```
  */
 export function serverPermissionFlags(scope: PermissionScope): string[] {
-  const reads = [scope.channelRoot, ...(scope.readFiles ?? [])];
-  const writes = [scope.channelRoot, ...(scope.writeFiles ?? [])];
+  const channels = [scope.channelRoot, ...(scope.otherChannelRoots ?? [])];
+  const reads = [...channels, ...(scope.readFiles ?? [])];
+  const writes = [...channels, ...(scope.writeFiles ?? [])];
   const flags = [
     ...RUNTIME_FLAGS,
     "--allow-net",

@@ -3,6 +3,7 @@ import { matchesEverything, matchGlob } from "../src/auth/glob_pattern.ts";
 import {
   checkScope,
   type Identity,
+  identityFields,
   scopeFromLists,
   scopeViolation,
   UNRESTRICTED_SCOPE,
@@ -144,4 +145,26 @@ Deno.test("scopeFromLists() checks names, globs and actions, and treats an absen
       return true;
     });
   }
+});
+
+Deno.test("identityFields() names a token by its name and a trusted publisher with its CI run", () => {
+  assert.deepEqual(identityFields(ciMylib), { by: "ci-mylib" });
+  assert.deepEqual(
+    identityFields({
+      kind: "publisher",
+      name: "mylib-release",
+      scope: UNRESTRICTED_SCOPE,
+      run: {
+        repository: "acme/mylib",
+        runId: "987654321",
+        workflow: "acme/mylib/.github/workflows/release.yml@refs/tags/v1.2.0",
+      },
+    }),
+    {
+      by: "mylib-release",
+      ci_repository: "acme/mylib",
+      ci_run_id: "987654321",
+      ci_workflow: "acme/mylib/.github/workflows/release.yml@refs/tags/v1.2.0",
+    },
+  );
 });

@@ -22,6 +22,7 @@ import { checkScope } from "../src/auth/token_scope.ts";
 import { parseTrustedPublishers } from "../src/auth/trusted_publishers.ts";
 import { HttpError } from "../src/http/http_error.ts";
 import { type OidcIssuer, startOidcIssuer } from "./helpers/oidc_issuer.ts";
+import { actionsIdToken } from "./helpers/trusted_publishing_client.ts";
 
 const SERVER_NAME = "conda.example.com";
 
@@ -70,7 +71,9 @@ async function refusal(promise: Promise<unknown>): Promise<HttpError> {
 Deno.test("TokenMinter.mint() exchanges what rattler posts (audience prefix.dev) for a token bound to the publisher's scope and CI run", async () => {
   await using issuer = await startOidcIssuer();
   const minter = minterFor(issuer);
-  const jwt = await issuer.sign(issuer.githubClaims());
+  // the ID token as rattler gets it from the Actions runtime, for audience prefix.dev
+  const jwt = await actionsIdToken(issuer.actionsEnv, "prefix.dev", issuer.fetch);
+  assert.deepEqual(issuer.audiencesRequested, ["prefix.dev"]);
   // the request exactly as rattler_upload makes it: reqwest's .json() body
   const request = new Request("https://conda.example.com/api/oidc/mint_token", {
     method: "POST",
@@ -110,21 +113,29 @@ Deno.test("TokenMinter.mint() exchanges what rattler posts (audience prefix.dev)
     undefined,
     "the ID token itself is no upload token",
   );
-  assert.deepEqual(issuer.requests, ["/.well-known/openid-configuration", "/.well-known/jwks"]);
+  assert.deepEqual(issuer.requests, [
+    "/_apis/idtoken",
+    "/.well-known/openid-configuration",
+    "/.well-known/jwks",
+  ]);
 
   // a second mint uses the cached discovery document and keys
   const second = await minter.mint(await issuer.sign(issuer.githubClaims({ run_id: "2" })));
   assert.notEqual(second.token, minted.token);
-  assert.equal(issuer.requests.length, 2);
+  assert.equal(issuer.requests.length, 3);
 });
 
 Deno.test("TokenMinter.mint() accepts the server's host name as audience (newer rattler) and ES256 keys", async () => {
   await using issuer = await startOidcIssuer();
   const minter = minterFor(issuer);
   const minted = await minter.mint(
-    await issuer.sign(issuer.githubClaims({ aud: [SERVER_NAME] }), { alg: "ES256" }),
+    await actionsIdToken(issuer.actionsEnv, SERVER_NAME, issuer.fetch),
   );
   assert.equal((await minter.minted.identify(minted.token))?.name, "mylib-release");
+  const es256 = await minter.mint(
+    await issuer.sign(issuer.githubClaims({ aud: [SERVER_NAME] }), { alg: "ES256" }),
+  );
+  assert.equal((await minter.minted.identify(es256.token))?.name, "mylib-release");
 });
 
 Deno.test("TokenMinter.mint() refuses expired, not-yet-valid and future-issued tokens with 401", async () => {

@@ -63,6 +63,32 @@ export interface Identity {
   run?: CiRun;
 }
 
+/**
+ * The fields that name `identity` in a log line, the audit log and metrics:
+ * `by` (the token's or publisher's name) and, for a trusted publisher, the
+ * CI run (`ci_repository`, `ci_run_id`, `ci_workflow`). Never a secret.
+ *
+ * @example Usage
+ * ```ts
+ * import { identityFields, UNRESTRICTED_SCOPE } from "./token_scope.ts";
+ * console.log(identityFields({
+ *   kind: "publisher",
+ *   name: "mylib-release",
+ *   scope: UNRESTRICTED_SCOPE,
+ *   run: { repository: "acme/mylib", runId: "42" },
+ * }));
+ * // { by: "mylib-release", ci_repository: "acme/mylib", ci_run_id: "42" }
+ * ```
+ */
+export function identityFields(identity: Identity): Record<string, string> {
+  const fields: Record<string, string> = { by: identity.name };
+  const run = identity.run;
+  if (run?.repository !== undefined) fields.ci_repository = run.repository;
+  if (run?.runId !== undefined) fields.ci_run_id = run.runId;
+  if (run?.workflow !== undefined) fields.ci_workflow = run.workflow;
+  return fields;
+}
+
 /** One thing a request wants to do, checked against a scope. */
 export interface ScopeRequest {
   /** The channel's name. */

@@ -4,7 +4,9 @@
  * WebCrypto), and over HTTPS on loopback the OpenID discovery document and
  * the JWKS, as GitHub's and GitLab's issuers serve them. It signs ID tokens
  * with any claims, algorithm and key id, publishes new keys (a rotation),
- * and counts the requests it serves.
+ * and counts the requests it serves. It also plays the GitHub Actions
+ * runtime's ID token endpoint (`$ACTIONS_ID_TOKEN_REQUEST_URL`), which
+ * rattler-build and pixi ask for a token of an audience.
  *
  * @module
  */
@@ -49,6 +51,16 @@ export interface OidcIssuer extends AsyncDisposable {
   fetch: typeof fetch;
   /** Paths requested so far, in order. */
   requests: string[];
+  /**
+   * What a GitHub Actions job with `id-token: write` has in its environment:
+   * `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN`. A GET
+   * of the URL with `&audience=AUD` and `Authorization: bearer TOKEN`
+   * answers `{"value": "<JWT>"}` with {@linkcode OidcIssuer.githubClaims}
+   * for that audience.
+   */
+  actionsEnv: { ACTIONS_ID_TOKEN_REQUEST_URL: string; ACTIONS_ID_TOKEN_REQUEST_TOKEN: string };
+  /** The audiences asked for at the Actions endpoint, in order. */
+  audiencesRequested: string[];
   /** Signs `claims` (nothing is added). */
   sign(claims: Record<string, unknown>, options?: SignOptions): Promise<string>;
   /** A new key of `alg`, published in the JWKS unless `published` is false; returns its kid. */
@@ -65,6 +77,8 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
   await Deno.writeTextFile(caFile, pem.ca);
   const keys: SigningKey[] = [];
   const requests: string[] = [];
+  const audiencesRequested: string[] = [];
+  const requestToken = crypto.randomUUID();
   let issuer = "";
   const server = Deno.serve({
     hostname: "127.0.0.1",
@@ -72,9 +86,19 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
     cert: pem.cert,
     key: pem.key,
     onListen: () => {},
-  }, (request) => {
-    const { pathname } = new URL(request.url);
+  }, async (request) => {
+    const url = new URL(request.url);
+    const { pathname } = url;
     requests.push(pathname);
+    if (pathname === "/_apis/idtoken") {
+      if (request.headers.get("authorization")?.toLowerCase() !== `bearer ${requestToken}`) {
+        return new Response("bad request token\n", { status: 401 });
+      }
+      const audience = url.searchParams.get("audience");
+      if (audience === null) return new Response("no audience\n", { status: 400 });
+      audiencesRequested.push(audience);
+      return Response.json({ value: await sign(githubClaims({ aud: audience })) });
+    }
     if (pathname === "/.well-known/openid-configuration") {
       return Response.json({
         issuer,
@@ -104,7 +128,7 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
   await addKey("RS256");
   await addKey("ES256");
 
-  const sign = async (claims: Record<string, unknown>, options: SignOptions = {}) => {
+  async function sign(claims: Record<string, unknown>, options: SignOptions = {}) {
     const alg = options.alg ?? "RS256";
     if (alg === "none") {
       const part = (value: unknown) => jose.base64url.encode(JSON.stringify(value));
@@ -125,9 +149,9 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
     if (!options.omitKid) header.kid = key.kid;
     return await new jose.SignJWT(claims as jose.JWTPayload).setProtectedHeader(header)
       .sign(key.privateKey);
-  };
+  }
 
-  const githubClaims = (overrides: Record<string, unknown> = {}) => {
+  function githubClaims(overrides: Record<string, unknown> = {}) {
     const now = Math.floor(Date.now() / 1000);
     return {
       iss: issuer,
@@ -147,7 +171,7 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
       exp: now + 300,
       ...overrides,
     };
-  };
+  }
 
   return {
     issuer,
@@ -157,6 +181,11 @@ export async function startOidcIssuer(): Promise<OidcIssuer> {
       ((input: string | URL | Request, init?: RequestInit) =>
         fetch(input, { ...init, client })) as typeof fetch,
     requests,
+    actionsEnv: {
+      ACTIONS_ID_TOKEN_REQUEST_URL: `${issuer}/_apis/idtoken?api-version=2.0`,
+      ACTIONS_ID_TOKEN_REQUEST_TOKEN: requestToken,
+    },
+    audiencesRequested,
     sign,
     addKey,
     githubClaims,

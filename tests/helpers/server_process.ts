@@ -130,6 +130,7 @@ export function programPermissions(
   const path = (value: string) => isAbsolute(value) ? value : resolve(cwd, value);
   let channelRoot = cwd;
   const readFiles: string[] = [];
+  const otherChannelRoots: string[] = [];
   const writeFiles: string[] = [];
   let condaExe: string | undefined;
   try {
@@ -140,8 +141,14 @@ export function programPermissions(
         channelRoot = path(flags.writeDir);
         if (isKnownSubdir(basename(channelRoot))) channelRoot = dirname(channelRoot);
       }
-      for (const file of [flags.certfile, flags.keyfile, flags.tokenHashFile]) {
+      for (
+        const file of [flags.certfile, flags.keyfile, flags.tokenHashFile, flags.trustedPublishers]
+      ) {
         if (file !== undefined) readFiles.push(path(file));
+      }
+      for (const value of flags.channels ?? []) {
+        const equals = value.indexOf("=");
+        if (equals > 0) otherChannelRoots.push(path(value.slice(equals + 1)));
       }
       if (flags.auditLog !== undefined) writeFiles.push(path(flags.auditLog));
       if (flags.condaExe !== undefined) condaExe = flags.condaExe;
@@ -154,6 +161,7 @@ export function programPermissions(
   }
   return serverPermissionFlags({
     channelRoot,
+    otherChannelRoots,
     readFiles,
     writeFiles,
     ...(condaExe === undefined ? {} : { condaExe }),
