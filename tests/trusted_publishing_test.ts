@@ -160,7 +160,15 @@ Deno.test("TokenMinter.mint() refuses expired, not-yet-valid and future-issued t
     minter.mint(await issuer.sign(issuer.githubClaims({ iat: now + 600, nbf: now }))),
   );
   assert.equal(future.status, 401);
-  assert.match(future.message, /claim 'iat' is in the future/);
+  assert.equal(future.message, "Cannot mint token: claim 'iat' is in the future");
+  const ancient = await refusal(minter.mint(
+    await issuer.sign(issuer.githubClaims({ iat: now - 90_000, nbf: now - 90_000 })),
+  ));
+  assert.equal(ancient.message, "Cannot mint token: claim 'iat' is more than a day ago");
+  // a GitLab job token issued at the start of a three-hour build is still fine
+  await minter.mint(
+    await issuer.sign(issuer.githubClaims({ iat: now - 3 * 3600, nbf: now - 3 * 3600 })),
+  );
   // within the leeway of 60 s, a slightly early clock is fine
   await minter.mint(await issuer.sign(issuer.githubClaims({ iat: now + 20, nbf: now + 20 })));
 });

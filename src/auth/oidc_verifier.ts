@@ -16,6 +16,9 @@
 import * as jose from "jose";
 import { quote } from "./token_scope.ts";
 
+/** Oldest `iat` accepted: one day. */
+const MAX_TOKEN_AGE_SECONDS = 86_400;
+
 /** The signature algorithms accepted. */
 export const OIDC_ALGORITHMS: readonly string[] = ["RS256", "ES256"];
 
@@ -121,7 +124,10 @@ export class OidcVerifier {
         issuer,
         algorithms: [...OIDC_ALGORITHMS],
         clockTolerance: tolerance,
-        maxTokenAge: 3600,
+        // Bounds `iat` both ways. GitLab issues a job's ID token when the
+        // job starts, so a long build uploads with an old `iat`; `exp` is
+        // what ends a token, this only refuses nonsense.
+        maxTokenAge: MAX_TOKEN_AGE_SECONDS,
         requiredClaims: ["exp", "iat"],
         currentDate: new Date((this.#options.now ?? Date.now)()),
       });
@@ -210,6 +216,9 @@ export class OidcVerifier {
 /** Turns a jose error into the reason a client reads. */
 function rejection(error: unknown, header: jose.ProtectedHeaderParameters): Error {
   const { errors } = jose;
+  if (error instanceof errors.JWTExpired && error.claim === "iat") {
+    return new OidcTokenRejected("claim 'iat' is more than a day ago");
+  }
   if (error instanceof errors.JWTExpired) {
     const exp = typeof error.payload.exp === "number"
       ? ` at ${new Date(error.payload.exp * 1000).toISOString()}`
@@ -226,7 +235,7 @@ function rejection(error: unknown, header: jose.ProtectedHeaderParameters): Erro
     if (error.claim === "iat") {
       return new OidcTokenRejected(
         error.reason === "check_failed"
-          ? "claim 'iat' is in the future or more than an hour ago"
+          ? "claim 'iat' is in the future"
           : `claim 'iat' is ${error.reason}`,
       );
     }
