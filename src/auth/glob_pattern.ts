@@ -47,11 +47,6 @@ export function matchGlob(pattern: string, value: string): boolean {
   return p === pattern.length;
 }
 
-/** Whether `pattern` has a wildcard (`*` or `?`) in it. */
-export function hasWildcard(pattern: string): boolean {
-  return pattern.includes("*") || pattern.includes("?");
-}
-
 /** Whether `pattern` matches everything (it is nothing but `*`). */
 export function matchesEverything(pattern: string): boolean {
   return /^\*+$/.test(pattern);
