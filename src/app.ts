@@ -15,8 +15,6 @@ import {
   type ServerConfig,
 } from "./config.ts";
 import type { ChannelIndexer } from "./index/channel_indexer.ts";
-import { BuiltinIndex } from "./index/builtin_index.ts";
-import { CondaExeIndex } from "./index/conda_exe_index.ts";
 import type { Logger } from "./log.ts";
 import { Listener, type TlsPem } from "./listener.ts";
 import { AuditLog } from "./observability/audit_log.ts";
@@ -25,7 +23,8 @@ import { createHandler } from "./server.ts";
 import { AuthThrottle } from "./auth/auth_throttle.ts";
 import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import { UploadGate } from "./upload/upload_gate.ts";
-import { ChannelStorage } from "./storage/channel_storage.ts";
+import type { ChannelStorage } from "./storage/channel_storage.ts";
+import { openChannel } from "./open_channel.ts";
 import { type UploadEvents, UploadService } from "./upload/upload_service.ts";
 
 export type { TlsPem } from "./listener.ts";
@@ -103,22 +102,10 @@ export async function startApplication(
       "INSECURE: serving plain HTTP (--insecure_no_tls); tokens cross the network in clear text unless a TLS proxy is in front",
     );
   }
-  let storage: ChannelStorage;
-  try {
-    storage = await ChannelStorage.open(config.channelRoot);
-  } catch (error) {
-    throw new ConfigError(error instanceof Error ? error.message : String(error));
-  }
-  const leftovers = await storage.removeLeftoverSpoolFiles();
-  if (leftovers.length > 0) {
-    logger.warn("removed leftover spool files of interrupted uploads", {
-      count: leftovers.length,
-    });
-  }
-  const temporary = await storage.withLock(() => storage.removeLeftoverTempFiles());
-  if (temporary.length > 0) {
-    logger.warn("removed leftover temporary index files", { count: temporary.length });
-  }
+  const { storage, indexer } = await openChannel(
+    { name: config.channelName, root: config.channelRoot },
+    config.condaExe === undefined ? { logger } : { logger, condaExe: config.condaExe },
+  );
   const auditLog = config.auditLog === undefined ? undefined : new AuditLog(config.auditLog);
   try {
     await auditLog?.check();
@@ -129,7 +116,6 @@ export async function startApplication(
       }`,
     );
   }
-  const indexer = await openIndexer(config, storage, logger);
   const metrics = new Metrics();
   const uploads = new UploadService(storage, indexer, {
     maxUploadBytes: config.maxUploadBytes,
@@ -355,31 +341,6 @@ function watchFiles(paths: string[], intervalMs: number, onChange: () => Promise
     }
   }, intervalMs);
   return () => clearInterval(timer);
-}
-
-async function openIndexer(
-  config: ServerConfig,
-  storage: ChannelStorage,
-  logger: Logger,
-): Promise<ChannelIndexer> {
-  if (config.condaExe !== undefined) {
-    return new CondaExeIndex(config.condaExe, storage, { logger });
-  }
-  const index = await BuiltinIndex.open(storage, { logger });
-  const started = performance.now();
-  const report = await index.reconcile();
-  logger.info("index reconciled", {
-    subdirs: report.subdirs.length,
-    added: report.added.length,
-    removed: report.removed.length,
-    failed: report.failed.length,
-    unchanged: report.unchanged,
-    ms: Math.round(performance.now() - started),
-  });
-  for (const failure of report.failed) {
-    logger.warn("package left out of the index", { path: failure.path, reason: failure.reason });
-  }
-  return index;
 }
 
 /**
