@@ -45,7 +45,15 @@ Deno.test("openChannel() opens two channels independently: each indexes its own 
 
     // a's lock held does not hold b up
     let releaseA!: () => void;
-    const holdingA = a.storage.withLock(() => new Promise<void>((resolve) => releaseA = resolve));
+    let aHeld!: () => void;
+    const aIsHeld = new Promise<void>((resolve) => aHeld = resolve);
+    const holdingA = a.storage.withLock(() =>
+      new Promise<void>((resolve) => {
+        releaseA = resolve;
+        aHeld();
+      })
+    );
+    await aIsHeld;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const inB = await Promise.race([
       b.storage.withLock(() => Promise.resolve("b locked")),
