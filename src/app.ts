@@ -6,7 +6,7 @@
  */
 
 import { TokenMinter } from "./auth/token_minter.ts";
-import { isUnrestricted } from "./auth/token_scope.ts";
+import { identityFields } from "./auth/token_scope.ts";
 import { TokenVerifier } from "./auth/token_verifier.ts";
 import {
   ConfigError,
@@ -24,7 +24,7 @@ import { AuthThrottle } from "./auth/auth_throttle.ts";
 import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import { UploadGate } from "./upload/upload_gate.ts";
 import type { ChannelStorage } from "./storage/channel_storage.ts";
-import { openChannel } from "./open_channel.ts";
+import { type OpenChannel, openChannel } from "./open_channel.ts";
 import { type UploadEvents, UploadService } from "./upload/upload_service.ts";
 
 export type { TlsPem } from "./listener.ts";
@@ -94,7 +94,6 @@ export async function startApplication(
       channel: config.channelRoot,
     });
   }
-  refuseUnwired(config);
   const tls = options.tls ?? (config.tls ? await readTls(config.tls) : undefined);
   checkPortFree(config);
   if (!tls) {
@@ -102,10 +101,20 @@ export async function startApplication(
       "INSECURE: serving plain HTTP (--insecure_no_tls); tokens cross the network in clear text unless a TLS proxy is in front",
     );
   }
+  const openOptions = config.condaExe === undefined
+    ? { logger }
+    : { logger, condaExe: config.condaExe };
   const { storage, indexer } = await openChannel(
     { name: config.channelName, root: config.channelRoot },
-    config.condaExe === undefined ? { logger } : { logger, condaExe: config.condaExe },
+    openOptions,
   );
+  const named: OpenChannel[] = [];
+  try {
+    for (const channel of config.channels) named.push(await openChannel(channel, openOptions));
+  } catch (error) {
+    for (const channel of [{ storage }, ...named]) channel.storage.close();
+    throw error;
+  }
   const auditLog = config.auditLog === undefined ? undefined : new AuditLog(config.auditLog);
   try {
     await auditLog?.check();
@@ -117,12 +126,21 @@ export async function startApplication(
     );
   }
   const metrics = new Metrics();
-  const uploads = new UploadService(storage, indexer, {
-    maxUploadBytes: config.maxUploadBytes,
-    allowOverwrite: config.allowOverwrite,
-    logger,
-    events: uploadEvents(metrics, auditLog),
-  });
+  const several = named.length > 0;
+  const uploadService = (channel: OpenChannel) =>
+    new UploadService(channel.storage, channel.indexer, {
+      maxUploadBytes: config.maxUploadBytes,
+      allowOverwrite: config.allowOverwrite,
+      logger,
+      events: uploadEvents(metrics, auditLog, several ? channel.name : undefined),
+      ...(several ? { channel: channel.name } : {}),
+    });
+  const uploads = uploadService({ name: config.channelName, storage, indexer });
+  const namedChannels = named.map((channel) => ({
+    name: channel.name,
+    storage: channel.storage,
+    uploads: uploadService(channel),
+  }));
   const gate = new UploadGate(config.maxConcurrentUploads);
   const throttle = new AuthThrottle();
   const preAuth = new PreAuthPool({
@@ -146,6 +164,8 @@ export async function startApplication(
     // Packages that may be replaced must not be cached as immutable.
     serveOptions: { mutablePackages: config.allowOverwrite },
     channelName: config.channelName,
+    channels: namedChannels,
+    minter,
     gate,
     throttle,
     preAuth,
@@ -177,6 +197,9 @@ export async function startApplication(
     address: config.hostname,
     channel: config.channelRoot,
     indexer: config.condaExe ? `${config.condaExe} index` : "built-in",
+    channels: several
+      ? named.map((channel) => `${channel.name}=${channel.storage.root}`).join(",")
+      : undefined,
     tokens: verifier.size,
     trusted_publishers: minter.size > 0 ? minter.size : undefined,
   });
@@ -253,6 +276,7 @@ export async function startApplication(
       } finally {
         clearTimeout(deadline);
         storage.close();
+        for (const channel of named) channel.storage.close();
       }
     })();
     return stopped;
@@ -277,43 +301,35 @@ export async function startApplication(
   };
 }
 
-/**
- * Interim guard (issue 13, until the front door checks scopes and routes
- * channels): refuse what this build would accept but not enforce, rather
- * than serve it with more rights than configured.
- */
-function refuseUnwired(config: ServerConfig): void {
-  const scoped = config.tokenFileEntries.find((entry) => !isUnrestricted(entry.scope));
-  if (scoped !== undefined) {
-    throw new ConfigError(
-      `Cannot start: token ${
-        scoped.name ?? "in the token hash file"
-      } has a scope (channels=, packages= or can=), which this build cannot enforce yet`,
-    );
-  }
-  if (config.channels.length > 0) {
-    throw new ConfigError("Cannot start: --channel is not served by this build yet");
-  }
-  if (config.trustedPublishers.length > 0) {
-    throw new ConfigError("Cannot start: --trusted_publishers is not served by this build yet");
-  }
-}
-
-/** Feeds upload events to the metrics and the audit log. */
-function uploadEvents(metrics: Metrics, auditLog: AuditLog | undefined): UploadEvents {
+/** Feeds one channel's upload events to the metrics and the audit log. */
+function uploadEvents(
+  metrics: Metrics,
+  auditLog: AuditLog | undefined,
+  channel: string | undefined,
+): UploadEvents {
+  const where = channel === undefined ? {} : { channel };
   return {
     indexed: (seconds) => metrics.indexDuration.observe(seconds),
-    published: (stored, principal) =>
-      auditLog?.record({
+    published: (stored, identity) => {
+      metrics.countPublished(identity.name);
+      return auditLog?.record({
         action: stored.replaced ? "replace" : "publish",
+        ...where,
         subdir: stored.subdir,
         filename: stored.filename,
-        by: principal,
+        ...identityFields(identity) as { by: string },
         size: stored.size,
         sha256: stored.sha256,
+      });
+    },
+    deleted: (subdir, filename, identity) =>
+      auditLog?.record({
+        action: "delete",
+        ...where,
+        subdir,
+        filename,
+        ...identityFields(identity) as { by: string },
       }),
-    deleted: (subdir, filename, principal) =>
-      auditLog?.record({ action: "delete", subdir, filename, by: principal }),
   };
 }
 

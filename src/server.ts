@@ -26,6 +26,9 @@
 import { basename } from "node:path";
 import type { AuthThrottle } from "./auth/auth_throttle.ts";
 import { Authenticator } from "./auth/authenticator.ts";
+import { handleMintToken } from "./auth/mint_token_handler.ts";
+import { MINT_TOKEN_PATH } from "./auth/mint_token_request.ts";
+import type { TokenMinter } from "./auth/token_minter.ts";
 import { redactPathToken, splitPathToken } from "./auth/path_token.ts";
 import type { TokenVerifier } from "./auth/token_verifier.ts";
 import { errorResponse, HttpError } from "./http/http_error.ts";
@@ -38,6 +41,7 @@ import type { ChannelStorage } from "./storage/channel_storage.ts";
 import { type FrontDoorContext, handleWrite } from "./upload/front_door.ts";
 import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import type { UploadGate } from "./upload/upload_gate.ts";
+import { type ServedChannel, ServedChannels } from "./upload/served_channels.ts";
 import type { UploadService } from "./upload/upload_service.ts";
 import { writeMethods } from "./upload/write_routes.ts";
 
@@ -60,6 +64,10 @@ export interface HandlerContext {
    * @default {basename(storage.root)}
    */
   channelName?: string;
+  /** The `--channel NAME=DIR` channels, served at `/NAME/`. */
+  channels?: readonly ServedChannel[];
+  /** Trusted publishing (`POST /api/oidc/mint_token`); without it that path is a 404. */
+  minter?: TokenMinter;
   /** Admission and shutdown drain of write requests. */
   gate: UploadGate;
   /** Failed-token slow-down per client address. */
@@ -82,29 +90,43 @@ export type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Promise
 
 /** Creates the server's request handler. */
 export function createHandler(context: HandlerContext): Handler {
-  const channelName = context.channelName ?? basename(context.storage.root);
   const preAuth = context.preAuth ?? new PreAuthPool();
   const readContext = { ...context, preAuth };
-  const frontDoor: FrontDoorContext = {
+  const channels = new ServedChannels({
+    name: context.channelName ?? basename(context.storage.root),
+    storage: context.storage,
     uploads: context.uploads,
+  }, context.channels);
+  const onFailure = () => context.metrics.failedAuth++;
+  const frontDoor: FrontDoorContext = {
+    channels,
     authenticator: new Authenticator(context.verifier, context.throttle, {
-      onFailure: () => context.metrics.failedAuth++,
+      onFailure,
+      ...(context.minter ? { minted: context.minter.minted } : {}),
     }),
     gate: context.gate,
     preAuth,
-    channelName,
     bodyIdleMs: context.bodyIdleMs,
     metrics: context.metrics,
+  };
+  const mint = {
+    minter: context.minter,
+    throttle: context.throttle,
+    logger: context.logger,
+    onFailure,
   };
   return async (request, info) => {
     const started = performance.now();
     const path = loggedPath(request);
     const client = clientAddress(request, info);
-    const write = WRITE_METHODS.has(request.method);
+    const minting = request.method === "POST" && path === MINT_TOKEN_PATH;
+    const write = WRITE_METHODS.has(request.method) && !minting;
     let response: Response;
     try {
-      response = (write ? await handleWrite(request, client, frontDoor) : undefined) ??
-        await route(withoutPathToken(request), readContext);
+      response = minting
+        ? await handleMintToken(request, client, mint)
+        : (write ? await handleWrite(request, client, frontDoor) : undefined) ??
+          await route(withoutPathToken(request), readContext, channels);
     } catch (error) {
       response = errorResponse(error);
       logFailure(context.logger, request, path, error);
@@ -140,11 +162,15 @@ function countWrite(
 async function route(
   request: Request,
   context: HandlerContext & { preAuth: PreAuthPool },
+  channels: ServedChannels,
 ): Promise<Response> {
   const { pathname } = new URL(request.url);
   const method = request.method;
   if (method === "GET" && pathname === "/health") {
-    return await healthResponse(context.storage, context.gate.inFlight);
+    return await healthResponse(
+      channels.all.map((channel) => channel.storage),
+      context.gate.inFlight,
+    );
   }
   if (method === "GET" && pathname === "/metrics") {
     context.metrics.authHeld = context.throttle.held;
@@ -160,7 +186,29 @@ async function route(
     if (!context.serve) {
       throw new HttpError(STATUS.NotFound, "Cannot serve file: serving is turned off");
     }
-    return await serveChannel(request, context.storage, context.serveOptions);
+    const read = channels.forRead(pathname);
+    if ("redirect" in read) {
+      return new Response(null, {
+        status: STATUS.MovedPermanently,
+        headers: { location: read.redirect },
+      });
+    }
+    if (read.mount === "/") {
+      return await serveChannel(request, read.channel.storage, context.serveOptions);
+    }
+    const url = new URL(request.url);
+    url.pathname = read.pathname;
+    return await serveChannel(
+      new Request(url, { method, headers: request.headers }),
+      read.channel.storage,
+      {
+        ...context.serveOptions,
+        channelName: read.channel.name,
+        channelUrl: `${
+          (context.serveOptions?.channelUrl ?? url.origin).replace(/\/+$/, "")
+        }/${read.channel.name}`,
+      },
+    );
   }
   throw new HttpError(STATUS.MethodNotAllowed, `Cannot ${method} ${pathname.slice(0, 100)}`, {
     headers: { allow: allowedMethods(pathname).join(", ") },

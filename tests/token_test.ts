@@ -82,19 +82,25 @@ Deno.test("generateToken() returns distinct 256-bit URL-safe tokens", () => {
   for (const token of tokens) assert.match(token, /^[A-Za-z0-9_-]{43}$/);
 });
 
-Deno.test("TokenVerifier.verify() accepts the token of a configured hash and names a principal", async () => {
+Deno.test("TokenVerifier.identify() accepts the token of a configured hash and names it", async () => {
   const token = "mysecuretoken";
   const hash = await hashToken(token);
   const verifier = new TokenVerifier([hash]);
   assert.equal(verifier.size, 1);
-  const principal = await verifier.verify(token);
-  // The id derives from the hash (never the token): "token:" + 8 hex of sha256(hash).
-  assert.equal(principal, `token:${sha256Hex(hash).slice(0, 8)}`);
-  assert.equal(await verifier.verify(token), principal, "stable across calls");
-  assert.ok(!principal.includes(token));
+  const identity = await verifier.identify(token);
+  // The name derives from the hash (never the token): "token:" + 8 hex of sha256(hash).
+  assert.equal(identity?.name, `token:${sha256Hex(hash).slice(0, 8)}`);
+  assert.equal(identity?.kind, "token");
+  assert.deepEqual(
+    [...identity!.scope.can],
+    ["upload", "overwrite", "delete"],
+    "a bare hash may do everything",
+  );
+  assert.equal((await verifier.identify(token))?.name, identity.name, "stable across calls");
+  assert.ok(!identity.name.includes(token));
 });
 
-Deno.test("TokenVerifier.verify() refuses wrong, empty, padded and oversized tokens", async () => {
+Deno.test("TokenVerifier.identify() refuses wrong, empty, padded and oversized tokens", async () => {
   const token = "mysecuretoken";
   const verifier = new TokenVerifier([await hashToken(token)]);
   for (
@@ -109,31 +115,33 @@ Deno.test("TokenVerifier.verify() refuses wrong, empty, padded and oversized tok
       "x".repeat(5000),
     ]
   ) {
-    assert.equal(await verifier.verify(wrong), undefined, JSON.stringify(wrong.slice(0, 40)));
+    assert.equal(await verifier.identify(wrong), undefined, JSON.stringify(wrong.slice(0, 40)));
   }
 });
 
-Deno.test("TokenVerifier.verify() accepts each of several hashes, as during a rotation", async () => {
+Deno.test("TokenVerifier.identify() accepts each of several hashes, as during a rotation", async () => {
   const tokens = ["old-token", "new-token", "ci-token"];
   const hashes = await Promise.all(tokens.map((token) => hashToken(token)));
   const verifier = new TokenVerifier([hashes[0]!, hashes[1]!.toUpperCase(), hashes[2]!]);
   assert.equal(verifier.size, 3);
-  const principals = await Promise.all(tokens.map((token) => verifier.verify(token)));
+  const principals = await Promise.all(
+    tokens.map(async (token) => (await verifier.identify(token))?.name),
+  );
   for (const [index, principal] of principals.entries()) {
     assert.equal(principal, `token:${sha256Hex(hashes[index]!).slice(0, 8)}`);
   }
   assert.equal(new Set(principals).size, 3, "each hash is its own principal");
-  assert.equal(await verifier.verify("retired-token"), undefined);
-  assert.equal(await new TokenVerifier([]).verify("old-token"), undefined);
+  assert.equal(await verifier.identify("retired-token"), undefined);
+  assert.equal(await new TokenVerifier([]).identify("old-token"), undefined);
 });
 
 Deno.test("TokenVerifier uses its salt for every comparison", async () => {
   const salted = new TokenVerifier([await hashToken("token", "other-salt")], "other-salt");
-  assert.ok(await salted.verify("token"));
+  assert.ok(await salted.identify("token"));
   const defaultSalt = new TokenVerifier([await hashToken("token", "other-salt")]);
-  assert.equal(await defaultSalt.verify("token"), undefined);
+  assert.equal(await defaultSalt.identify("token"), undefined);
   const original = new TokenVerifier([pythonHash("token")]);
-  assert.ok(await original.verify("token"), "a hash made by the original tool works");
+  assert.ok(await original.identify("token"), "a hash made by the original tool works");
 });
 
 Deno.test("new TokenVerifier() throws TypeError for a hash that is not 64 hex digits", async () => {

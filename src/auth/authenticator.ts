@@ -1,5 +1,6 @@
 /**
- * Resolves credentials into an {@linkcode Identity}, once per request, and
+ * Resolves credentials into an {@linkcode Identity} (a configured token, or
+ * a token minted for a trusted publisher), once per request, and
  * feeds the failed-token throttle from that result: a wrong token, or a
  * request that ends without presenting one, is a failure whose answer the
  * throttle may hold back (see `auth_throttle.ts`).
@@ -9,13 +10,13 @@
 
 import { HttpError, unauthorized } from "../http/http_error.ts";
 import type { AuthThrottle } from "./auth_throttle.ts";
+import type { MintedTokens } from "./minted_tokens.ts";
 import type { Credentials, CredentialSource } from "./request_credentials.ts";
-import type { Principal, TokenVerifier } from "./token_verifier.ts";
+import type { Identity as TokenIdentity } from "./token_scope.ts";
+import type { TokenVerifier } from "./token_verifier.ts";
 
-/** Who a request acts as, once its credentials are verified. */
-export interface Identity {
-  /** The short id of the matching token, for logs and the audit log; never the token. */
-  principal: Principal;
+/** Who a request acts as, once its credentials are verified: name, scope and CI run. */
+export interface Identity extends TokenIdentity {
   /** Where the token came from. */
   source: CredentialSource;
 }
@@ -24,6 +25,8 @@ export interface Identity {
 export interface AuthenticatorOptions {
   /** Called once per failed attempt (metrics). */
   onFailure?: () => void;
+  /** Tokens minted for trusted publishers, accepted besides the configured ones. */
+  minted?: MintedTokens;
 }
 
 /** Verifies credentials under the per-address throttle. */
@@ -51,18 +54,18 @@ export class Authenticator {
   ): Promise<Identity> {
     const attempt = this.#throttle.admit(client);
     const { token, source } = credentials;
-    let principal: Principal | undefined;
+    let identity: TokenIdentity | undefined;
     try {
-      principal = token === undefined || token === "" || source === undefined
+      identity = token === undefined || token === "" || source === undefined
         ? undefined
-        : await this.#verifier.verify(token);
+        : await this.#verifier.identify(token) ?? await this.#options.minted?.identify(token);
     } catch (error) {
       attempt.succeeded(); // not an answer about the token
       throw error;
     }
-    if (principal !== undefined && source !== undefined) {
+    if (identity !== undefined && source !== undefined) {
       attempt.succeeded();
-      return { principal, source };
+      return { ...identity, source };
     }
     this.#options.onFailure?.();
     await attempt.failed(signal);

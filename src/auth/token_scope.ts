@@ -35,12 +35,6 @@ export interface Scope {
 /** The scope of a bare token hash (and of `-t`): everything. */
 export const UNRESTRICTED_SCOPE: Scope = Object.freeze({ can: new Set(SCOPE_ACTIONS) });
 
-/** Whether `scope` allows everything: any channel, any package, every action. */
-export function isUnrestricted(scope: Scope): boolean {
-  return scope.channels === undefined && scope.packages === undefined &&
-    SCOPE_ACTIONS.every((action) => scope.can.has(action));
-}
-
 /** The CI run behind a trusted publisher's upload, from the OIDC token's claims. */
 export interface CiRun {
   /** `owner/name` (GitHub `repository`, GitLab `project_path`). */

@@ -9,10 +9,7 @@
 import { createHash } from "node:crypto";
 import type { TokenEntry } from "./token_file.ts";
 import { DEFAULT_SALT, fromHex, isTokenHash, sha256, toHex } from "./token_hash.ts";
-import { type Identity, isUnrestricted, UNRESTRICTED_SCOPE } from "./token_scope.ts";
-
-/** Who uploaded, as a log field: the identity's name, never the token itself. */
-export type Principal = string;
+import { type Identity, UNRESTRICTED_SCOPE } from "./token_scope.ts";
 
 interface Known {
   hash: Uint8Array;
@@ -32,7 +29,7 @@ interface Known {
  * import { TokenVerifier } from "./token_verifier.ts";
  * import { hashToken } from "./token_hash.ts";
  * const verifier = new TokenVerifier([await hashToken("secret")]);
- * console.log(await verifier.verify("secret") !== undefined); // true
+ * console.log((await verifier.identify("secret"))?.kind); // token
  * ```
  */
 export class TokenVerifier {
@@ -82,17 +79,6 @@ export class TokenVerifier {
       if (difference === 0) match = entry;
     }
     return match?.identity;
-  }
-
-  /**
-   * Returns the name (principal) of a valid token that may do everything,
-   * or undefined. A scoped token is refused here: a caller that only asks
-   * "who" cannot check "what", so it must use {@linkcode TokenVerifier.identify}
-   * and check the scope.
-   */
-  async verify(token: string): Promise<Principal | undefined> {
-    const identity = await this.identify(token);
-    return identity !== undefined && isUnrestricted(identity.scope) ? identity.name : undefined;
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The append-only audit log: one JSON line per publish, replace and delete,
- * with who did it (a short token id, never the token).
+ * with who did it (the token's or trusted publisher's name and, for a
+ * publisher, the CI run; never a token).
  *
  * @module
  */
@@ -13,8 +14,16 @@ export interface AuditEvent {
   subdir: string;
   /** Package filename. */
   filename: string;
-  /** Who did it (a short token id). */
+  /** The channel, when the server holds several. */
+  channel?: string;
+  /** Who did it: the token's name (or short id) or the trusted publisher's name. */
   by: string;
+  /** For a trusted publisher: the CI run's repository. */
+  ci_repository?: string;
+  /** For a trusted publisher: the CI run's id. */
+  ci_run_id?: string;
+  /** For a trusted publisher: the CI run's workflow. */
+  ci_workflow?: string;
   /** File size, for publish and replace. */
   size?: number;
   /** sha256 of the file, for publish and replace. */

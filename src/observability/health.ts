@@ -1,6 +1,6 @@
 /**
- * `GET /health`: whether the server is ready to take uploads, i.e. its
- * channel is writable. No token needed; nothing secret in the answer.
+ * `GET /health`: whether the server is ready to take uploads, i.e. every
+ * channel it holds is writable. No token needed; nothing secret in the answer.
  *
  * @module
  */
@@ -10,11 +10,11 @@ import type { ChannelStorage } from "../storage/channel_storage.ts";
 
 /** Answers 200 `{"status":"ready"}` or 503 `{"status":"not ready","reason":...}`. */
 export async function healthResponse(
-  storage: ChannelStorage,
+  storages: readonly ChannelStorage[],
   uploadsInFlight: number,
 ): Promise<Response> {
   try {
-    await storage.checkWritable();
+    for (const storage of storages) await storage.checkWritable();
   } catch (error) {
     const reason = error instanceof Deno.errors.PermissionDenied
       ? "channel is not writable"

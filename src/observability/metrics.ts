@@ -49,6 +49,8 @@ export class Histogram {
 export class Metrics {
   /** Finished uploads by outcome (`published`, `replaced`, or the HTTP status of a refusal). */
   readonly uploads = new Map<string, number>();
+  /** Packages published or replaced, by identity (token or trusted publisher name). */
+  readonly publishedBy = new Map<string, number>();
   /** Package deletions. */
   deletes = 0;
   /** Bytes of artifacts received into spool files. */
@@ -71,6 +73,11 @@ export class Metrics {
     this.uploads.set(outcome, (this.uploads.get(outcome) ?? 0) + 1);
   }
 
+  /** Counts one package published or replaced by `identity`. */
+  countPublished(identity: string): void {
+    this.publishedBy.set(identity, (this.publishedBy.get(identity) ?? 0) + 1);
+  }
+
   /** The Prometheus text exposition of every metric. */
   render(): string {
     const lines: string[] = [];
@@ -83,6 +90,14 @@ export class Metrics {
       "Finished uploads by outcome.",
       [...this.uploads].sort().map(([outcome, count]) =>
         `auh_uploads_total{outcome="${outcome}"} ${count}`
+      ),
+    );
+    metric(
+      "auh_published_total",
+      "counter",
+      "Packages published or replaced, by the token's or trusted publisher's name.",
+      [...this.publishedBy].sort().map(([identity, count]) =>
+        `auh_published_total{identity="${labelValue(identity)}"} ${count}`
       ),
     );
     metric("auh_deletes_total", "counter", "Packages deleted.", [
@@ -117,4 +132,9 @@ export class Metrics {
     );
     return lines.join("\n") + "\n";
   }
+}
+
+/** A Prometheus label value: backslash, quote and newline escaped. */
+function labelValue(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }

@@ -20,6 +20,11 @@ export interface ReceiveFormOptions {
   identity: Identity | undefined;
   /** Authenticates the `token` field (throws 401) and admits the upload. */
   onToken(token: string): Promise<Identity>;
+  /**
+   * Called with the artifact's filename before any of its bytes are kept;
+   * throws to refuse it (a scope violation).
+   */
+  onArtifact?(identity: Identity, filename: string): void;
 }
 
 /**
@@ -62,6 +67,7 @@ export async function receiveForm(
           }
           try {
             filename = uploads.checkFilename(part.filename);
+            options.onArtifact?.(identity, filename);
           } catch (error) {
             await part.body.cancel();
             throw error;

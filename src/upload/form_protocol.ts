@@ -1,5 +1,6 @@
 /**
- * `POST /`: the original tool's upload protocol. A multipart form with the
+ * `POST /` (and `POST /NAME/` for a `--channel NAME=DIR` channel): the
+ * original tool's upload protocol. A multipart form with the
  * fields `token` and `artifact` (as `curl -F` and Python `requests` send it),
  * plus the optional `sha256` and `arch` fields; `Authorization: Bearer` (or
  * any other head credentials) is accepted instead of the `token` field.
@@ -17,7 +18,23 @@ import { STATUS } from "../http/status.ts";
 import { declaredLength, type UploadIntent, type WriteRequest } from "./upload_intent.ts";
 
 /**
- * The intent of a multipart `POST /`.
+ * Matches `/NAME/` (or `/NAME`), the root of a channel served at `/NAME/`,
+ * and returns NAME; undefined for any other path. Whether a channel of that
+ * name exists is the front door's to say (404).
+ *
+ * @example Usage
+ * ```ts
+ * import { matchChannelRootPath } from "./form_protocol.ts";
+ * console.log(matchChannelRootPath("/staging/")); // staging
+ * console.log(matchChannelRootPath("/staging/linux-64/")); // undefined
+ * ```
+ */
+export function matchChannelRootPath(pathname: string): string | undefined {
+  return /^\/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\/?$/.exec(pathname)?.[1];
+}
+
+/**
+ * The intent of a multipart `POST /` (`channel` undefined) or `POST /NAME/`.
  *
  * @example Usage
  * ```ts
@@ -32,13 +49,13 @@ import { declaredLength, type UploadIntent, type WriteRequest } from "./upload_i
  * console.log(intent.body.format); // form
  * ```
  */
-export function formUploadIntent(write: WriteRequest): UploadIntent {
+export function formUploadIntent(write: WriteRequest, channel?: string): UploadIntent {
   const { request } = write;
   return {
     action: "upload",
     protocol: "form",
     credentials: write.credentials,
-    channel: undefined,
+    channel,
     subdir: undefined,
     filename: undefined,
     expectedSha256: undefined,

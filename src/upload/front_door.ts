@@ -19,36 +19,35 @@
  */
 
 import type { Authenticator, Identity } from "../auth/authenticator.ts";
+import { checkScope } from "../auth/token_scope.ts";
 import { splitPathToken } from "../auth/path_token.ts";
 import { headCredentials } from "../auth/request_credentials.ts";
 import { guardBody } from "../http/guarded_body.ts";
 import { badRequest, HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
 import type { Metrics } from "../observability/metrics.ts";
+import { parsePackageFilename } from "../package/package_filename.ts";
 import { isKnownSubdir } from "../package/platforms.ts";
-import { checkChannelName } from "./channel_name.ts";
 import type { DeletedPackage } from "./delete_protocol.ts";
 import { receiveForm } from "./form_body.ts";
 import { multipartBoundary } from "./multipart_stream.ts";
 import type { PreAuthPool } from "./pre_auth_pool.ts";
 import { type ReceivedUpload, receivePrefixForm } from "./prefix_body.ts";
+import type { ServedChannel, ServedChannels } from "./served_channels.ts";
 import type { UploadGate } from "./upload_gate.ts";
 import type { DeleteIntent, UploadIntent } from "./upload_intent.ts";
-import type { UploadService } from "./upload_service.ts";
 import { matchWriteRoute } from "./write_routes.ts";
 
 /** What the front door needs. */
 export interface FrontDoorContext {
-  /** The shared upload path. */
-  uploads: UploadService;
+  /** The channels and their upload paths. */
+  channels: ServedChannels;
   /** Resolves credentials under the failed-token throttle. */
   authenticator: Authenticator;
   /** Upload slots and the shutdown drain. */
   gate: UploadGate;
   /** Where form uploads wait for their token field. */
   preAuth: PreAuthPool;
-  /** The name of the channel this server holds. */
-  channelName: string;
   /** Longest wait for the next chunk of a request body, in ms. */
   bodyIdleMs: number;
   /** What `/metrics` reports. */
@@ -81,11 +80,18 @@ async function deletePackage(
   context: FrontDoorContext,
 ): Promise<Response> {
   const identity = await context.authenticator.authenticate(intent.credentials, client);
-  checkTarget(intent.channel, intent.subdir, context.channelName, "delete");
+  const channel = context.channels.resolve(intent.channel, "delete");
+  checkSubdir(intent.subdir, "delete");
+  channel.uploads.checkFilename(intent.filename);
+  checkScope(identity, {
+    channel: channel.name,
+    packageName: packageName(intent.filename),
+    action: "delete",
+  });
   const release = enterGate(context);
   let removed: boolean;
   try {
-    removed = await context.uploads.remove(intent.subdir, intent.filename, identity.principal);
+    removed = await channel.uploads.remove(intent.subdir, intent.filename, identity);
   } finally {
     release();
   }
@@ -104,14 +110,22 @@ async function uploadPackage(
   client: string,
   context: FrontDoorContext,
 ): Promise<Response> {
-  const { uploads, authenticator } = context;
+  const { authenticator } = context;
   const tokenInBody = intent.body.format === "form" && intent.credentials.source === undefined;
   const identity = tokenInBody
     ? undefined
     : await authenticator.authenticate(intent.credentials, client);
-  checkTarget(intent.channel, intent.subdir, context.channelName, "upload");
+  const channel = context.channels.resolve(intent.channel, "upload");
+  const { uploads } = channel;
+  if (intent.subdir !== undefined) checkSubdir(intent.subdir, "upload");
   if (intent.filename !== undefined) uploads.checkFilename(intent.filename);
   if (intent.refusal) throw intent.refusal;
+  // Who may publish what: checked as soon as both are known, before any byte is kept.
+  const checkArtifact = (who: Identity, filename: string) =>
+    checkUploadScope(who, channel, filename, intent.replace);
+  if (identity !== undefined && intent.filename !== undefined) {
+    checkArtifact(identity, intent.filename);
+  }
   uploads.checkDeclaredLength(intent.declaredLength);
   const boundary = intent.body.format === "raw" ? undefined : multipartBoundary(intent.contentType);
   if (intent.body.stream === null) throw badRequest("Cannot upload: the request has no body");
@@ -122,19 +136,22 @@ async function uploadPackage(
   });
 
   if (identity === undefined) {
-    return await uploadFormWithBodyToken(intent, body, boundary!, client, context);
+    return await uploadFormWithBodyToken(intent, body, boundary!, client, channel, context);
   }
   const release = enterGate(context);
   try {
     const received = intent.body.format === "raw"
       ? { ...intentFields(intent), artifact: await uploads.receive(body) }
       : intent.body.format === "prefix"
-      ? await receivePrefixForm(body, boundary!, uploads)
+      ? await receivePrefixForm(body, boundary!, uploads, {
+        onFilename: (filename) => checkArtifact(identity, filename),
+      })
       : await receiveForm(body, boundary!, uploads, {
         identity,
         onToken: () => Promise.resolve(identity),
+        onArtifact: checkArtifact,
       });
-    return await publish(intent, received, identity, context);
+    return await publish(intent, received, identity, channel);
   } finally {
     release();
   }
@@ -146,12 +163,13 @@ async function uploadFormWithBodyToken(
   body: ReadableStream<Uint8Array>,
   boundary: string,
   client: string,
+  channel: ServedChannel,
   context: FrontDoorContext,
 ): Promise<Response> {
   const entry = context.preAuth.enter(body);
   let release: (() => void) | undefined;
   try {
-    const received = await receiveForm(entry.body, boundary, context.uploads, {
+    const received = await receiveForm(entry.body, boundary, channel.uploads, {
       identity: undefined,
       onToken: async (token) => {
         entry.leave();
@@ -162,8 +180,10 @@ async function uploadFormWithBodyToken(
         release = enterGate(context);
         return identity;
       },
+      onArtifact: (identity, filename) =>
+        checkUploadScope(identity, channel, filename, intent.replace),
     });
-    return await publish(intent, received, received.identity, context);
+    return await publish(intent, received, received.identity, channel);
   } catch (error) {
     const noToken = entry.ended !== undefined ||
       (error instanceof HttpError && error.status === STATUS.Unauthorized);
@@ -185,11 +205,11 @@ async function publish(
   intent: UploadIntent,
   received: ReceivedUpload,
   identity: Identity,
-  context: FrontDoorContext,
+  channel: ServedChannel,
 ): Promise<Response> {
-  const stored = await context.uploads.publish(received.artifact, {
+  const stored = await channel.uploads.publish(received.artifact, {
     filename: received.filename,
-    principal: identity.principal,
+    identity,
     expectedSha256: received.expectedSha256,
     expectedSubdir: received.expectedSubdir,
     replace: intent.replace,
@@ -207,20 +227,35 @@ function intentFields(intent: UploadIntent): Omit<ReceivedUpload, "artifact"> {
   };
 }
 
-/** 404 unless the URL's channel (if any) is this server's and its subdir (if any) is conda's. */
-function checkTarget(
-  channel: string | undefined,
-  subdir: string | undefined,
-  channelName: string,
-  action: string,
-): void {
-  if (channel !== undefined) checkChannelName(channel, channelName, { action });
-  if (subdir !== undefined && !isKnownSubdir(subdir)) {
+/** 404 unless `subdir` is one of conda's. */
+function checkSubdir(subdir: string, action: string): void {
+  if (!isKnownSubdir(subdir)) {
     throw new HttpError(
       STATUS.NotFound,
       `Cannot ${action}: ${JSON.stringify(subdir.slice(0, 64))} is not a conda subdir`,
     );
   }
+}
+
+/**
+ * 403 unless `identity` may publish `filename` to `channel` (and, when
+ * `replace` is asked for, overwrite it).
+ */
+function checkUploadScope(
+  identity: Identity,
+  channel: ServedChannel,
+  filename: string,
+  replace: boolean,
+): void {
+  const request = { channel: channel.name, packageName: packageName(filename) };
+  checkScope(identity, { ...request, action: "upload" });
+  if (replace) checkScope(identity, { ...request, action: "overwrite" });
+}
+
+/** The package name in a (checked) package filename `name-version-build.ext`. */
+function packageName(filename: string): string {
+  const parts = parsePackageFilename(filename).stem.split("-");
+  return parts.length >= 3 ? parts.slice(0, -2).join("-") : parts.join("-");
 }
 
 function enterGate(context: FrontDoorContext): () => void {

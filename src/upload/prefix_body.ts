@@ -23,6 +23,15 @@ export interface ReceivedUpload {
   expectedSubdir: string | undefined;
 }
 
+/** Options for {@linkcode receivePrefixForm}. */
+export interface ReceivePrefixFormOptions {
+  /**
+   * Called with the file part's filename before any of its bytes are kept;
+   * throws to refuse it (a scope violation).
+   */
+  onFilename?(filename: string): void;
+}
+
 /**
  * Reads the prefix.dev body, spooling its `file` part; on any failure
  * nothing is left in the spool.
@@ -31,6 +40,7 @@ export async function receivePrefixForm(
   body: ReadableStream<Uint8Array>,
   boundary: string,
   uploads: UploadService,
+  options: ReceivePrefixFormOptions = {},
 ): Promise<ReceivedUpload> {
   let artifact: SpooledArtifact | undefined;
   let filename: string | undefined;
@@ -49,6 +59,7 @@ export async function receivePrefixForm(
       let partLength: number | undefined;
       try {
         filename = uploads.checkFilename(partFilename(part.filename, part.headers));
+        options.onFilename?.(filename);
         expectedSha256 = part.headers.get("x-file-sha256")?.trim() || undefined;
         partLength = partContentLength(part.headers);
         uploads.checkDeclaredLength(partLength);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Principal } from "../auth/token_verifier.ts";
+import { type Identity, identityFields } from "../auth/token_scope.ts";
 import { HttpError } from "../http/http_error.ts";
 import { STATUS, type Status } from "../http/status.ts";
 import type { ChannelIndexer } from "../index/channel_indexer.ts";
@@ -29,14 +29,16 @@ export interface UploadServiceOptions {
   logger: Logger;
   /** Told of every publish, delete and index update (audit log, metrics). */
   events?: UploadEvents;
+  /** The channel's name, for log lines. */
+  channel?: string;
 }
 
 /** What {@linkcode UploadService} reports as it works. */
 export interface UploadEvents {
   /** A package was published or replaced; awaited before the client is answered. */
-  published?(stored: StoredPackage, principal: Principal): Promise<void> | void;
+  published?(stored: StoredPackage, identity: Identity): Promise<void> | void;
   /** A package was deleted; awaited before the client is answered. */
-  deleted?(subdir: string, filename: string, principal: Principal): Promise<void> | void;
+  deleted?(subdir: string, filename: string, identity: Identity): Promise<void> | void;
   /** The index took `seconds` to take in an upload. */
   indexed?(seconds: number): void;
 }
@@ -52,7 +54,7 @@ export interface PublishRequest {
   /** The package's filename as the client named it. */
   filename: string;
   /** Who uploads it. */
-  principal: Principal;
+  identity: Identity;
   /** sha256 the client declared; verified against the received bytes. */
   expectedSha256?: string | undefined;
   /** Subdir the client declared (the original's `arch` field, a PUT path); must agree. */
@@ -153,7 +155,7 @@ export class UploadService {
    * Removes a package and its index record; false when there was no such
    * package. Never interleaves with a publish of the same file.
    */
-  async remove(subdir: string, filename: string, principal: Principal): Promise<boolean> {
+  async remove(subdir: string, filename: string, identity: Identity): Promise<boolean> {
     if (!isKnownSubdir(subdir)) return false;
     this.checkFilename(filename);
     const removed = await this.#oneAtATime(subdir, filename, async () => {
@@ -162,8 +164,13 @@ export class UploadService {
       return removedFile || unindexed;
     });
     if (removed) {
-      this.#options.logger.info("deleted", { package: filename, subdir, by: principal });
-      await this.#report(() => this.#options.events?.deleted?.(subdir, filename, principal));
+      this.#options.logger.info("deleted", {
+        package: filename,
+        subdir,
+        channel: this.#options.channel,
+        ...identityFields(identity),
+      });
+      await this.#report(() => this.#options.events?.deleted?.(subdir, filename, identity));
     }
     return removed;
   }
@@ -242,7 +249,8 @@ export class UploadService {
       subdir: metadata.subdir,
       size: artifact.size,
       sha256: artifact.sha256,
-      by: request.principal,
+      channel: this.#options.channel,
+      ...identityFields(request.identity),
     });
     const stored: StoredPackage = {
       name: metadata.name,
@@ -255,7 +263,7 @@ export class UploadService {
       md5: artifact.md5,
       replaced,
     };
-    await this.#report(() => this.#options.events?.published?.(stored, request.principal));
+    await this.#report(() => this.#options.events?.published?.(stored, request.identity));
     return stored;
   }
 

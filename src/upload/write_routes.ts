@@ -7,6 +7,7 @@
  * |---|---|---|
  * | POST | `/` (raw body) | legacy prefix.dev / old pixi (200) |
  * | POST | `/` (multipart) | the original form upload |
+ * | POST | `/NAME/` (raw body, multipart) | as `POST /`, to the channel served at `/NAME/` |
  * | POST | `/api/v1/upload/<channel>` (raw body) | legacy prefix.dev / old pixi (200) |
  * | POST | `/api/v1/upload/<channel>` (multipart) | prefix.dev: rattler-build, pixi |
  * | POST | `/api/channels/<channel>/upload/<file>` | quetz |
@@ -18,7 +19,7 @@
 
 import { artifactoryUploadIntent } from "./artifactory_protocol.ts";
 import { deleteIntent } from "./delete_protocol.ts";
-import { formUploadIntent } from "./form_protocol.ts";
+import { formUploadIntent, matchChannelRootPath } from "./form_protocol.ts";
 import { isLegacyUpload, legacyUploadIntent } from "./legacy_protocol.ts";
 import { matchPackagePath } from "./package_path.ts";
 import { matchPrefixUploadPath, prefixUploadIntent } from "./prefix_protocol.ts";
@@ -43,7 +44,18 @@ const ROUTES: readonly _Route[] = [
         ? undefined
         : isLegacyUpload(headers)
         ? (write) => legacyUploadIntent(write, undefined)
-        : formUploadIntent,
+        : (write) => formUploadIntent(write),
+  },
+  {
+    method: "POST",
+    match: (pathname, headers) =>
+      when(
+        matchChannelRootPath(pathname),
+        (channel) =>
+          isLegacyUpload(headers)
+            ? (write) => legacyUploadIntent(write, channel)
+            : (write) => formUploadIntent(write, channel),
+      ),
   },
   {
     method: "POST",
