@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { ServerFlags } from "../src/cli/command_line.ts";
 import { parseTrustedPublishers } from "../src/auth/trusted_publishers.ts";
 import { resolveServerConfig } from "../src/config.ts";
+import { startTestServer } from "./helpers/test_server.ts";
 
 const GITHUB = "https://token.actions.githubusercontent.com";
 
@@ -135,6 +136,36 @@ Deno.test("resolveServerConfig() reads --trusted_publishers, needs --server_name
     await assert.rejects(resolveServerConfig({ ...flags, trustedPublishers: undefined! }), {
       message: /^Cannot start: no token hash given .* and no --trusted_publishers/,
     });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("reloadCredentials() re-reads the trusted publishers file, and a broken one keeps the publishers in force", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "auh-publishers-reload-" });
+  try {
+    const file = join(dir, "publishers.json");
+    const publisher = { name: "rel", issuer: GITHUB, claims: { repository: "acme/mylib" } };
+    await Deno.writeTextFile(file, JSON.stringify([publisher]));
+    await using server = await startTestServer({
+      flags: { trustedPublishers: file, serverName: "localhost" },
+    });
+    assert.equal(server.server.minter.size, 1);
+    await Deno.writeTextFile(file, JSON.stringify([publisher, { ...publisher, name: "rel-2" }]));
+    await server.server.reloadCredentials();
+    assert.equal(server.server.minter.size, 2);
+    assert.ok(
+      server.logs.some((line) => /INFO trusted publishers reloaded .*publishers=2/.test(line)),
+    );
+    await Deno.writeTextFile(file, JSON.stringify([{ ...publisher, claims: {} }]));
+    await server.server.reloadCredentials();
+    assert.equal(server.server.minter.size, 2, "the publishers in force stay");
+    assert.ok(
+      server.logs.some((line) =>
+        /ERROR trusted publishers reload failed; keeping the current ones .*publisher 1 \('rel'\): claims must pin/
+          .test(line)
+      ),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
