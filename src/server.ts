@@ -5,13 +5,16 @@
  *
  * | Method | Path | Route |
  * |---|---|---|
- * | POST, PUT, DELETE | see `upload/write_routes.ts` | uploads and deletes |
+ * | POST, PUT, DELETE | see `upload/write_routes.ts` | uploads and deletes (any channel) |
+ * | POST | `/api/oidc/mint_token` | trusted publishing: an upload token for a CI ID token |
  * | GET | `/health`, `/metrics` | readiness (JSON), Prometheus metrics |
- * | GET, HEAD | anything else | the channel's files |
+ * | GET, HEAD | `/NAME/...` | the files of the `--channel NAME=DIR` channel |
+ * | GET, HEAD | anything else | the files of the channel at `/` |
  *
  * Write requests go through the front door (`upload/front_door.ts`, one
  * route table in `upload/write_routes.ts`): authenticated before an upload
- * slot is taken (401, 429 from the failed-token throttle), then the
+ * slot is taken (401, 429 from the failed-token throttle), held to the
+ * token's scope (403 before any byte is kept), then the
  * concurrent upload cap (503); their body is cut off when it stalls (408) or
  * when a shutdown's deadline passes (503).
  *

@@ -8,7 +8,7 @@
  * - `Authorization: Bearer <token>` or `Basic` with any user name and the
  *   token as password (`X-API-Key` and `/t/<token>/` work too); checked
  *   before any body byte is read.
- * - `<channel>`, when present, must name this server's channel (else 404);
+ * - `<channel>`, when present, must name a channel held here (else 404);
  *   `<subdir>` must be a conda subdir (else 404) and must agree with the
  *   package's `info/index.json` (else 422).
  * - The body is the raw package, chunked or with a `Content-Length`.

@@ -5,7 +5,11 @@
  *
  * 1. authenticate (head credentials: before any body byte is read and
  *    before an upload slot is taken; the throttle is fed from this result);
- * 2. check what needs no body: channel, subdir, filename, declared length;
+ * 2. check what needs no body: channel, subdir, filename, declared length,
+ *    and the identity's scope (may it publish this package to this
+ *    channel, overwrite, delete?), 403 before any byte is kept; for the
+ *    form and prefix.dev bodies the scope is checked when the file part's
+ *    header names the package;
  * 3. take an upload slot (503 when all are taken);
  * 4. receive → verify → inspect → publish → index (`UploadService`).
  *

@@ -5,7 +5,7 @@
  *
  * - `Authorization: Bearer <token>` (Basic with the token as password and
  *   `X-API-Key` work too); checked before any body byte is read.
- * - `<channel>` may contain `/` and must name this server's channel, else 404.
+ * - `<channel>` may contain `/` and must name a channel held here, else 404.
  * - `?force=true` replaces an existing package, if the server was started
  *   with `--allow_overwrite` (else 403); without it an existing package is a 409.
  * - The body is `multipart/form-data` with one part named `file`: its

@@ -4,7 +4,7 @@
  *
  * - `X-API-Key: <token>` (Bearer and Basic work too); checked before any
  *   body byte is read.
- * - `<channel>` must name this server's channel, else 404.
+ * - `<channel>` must name a channel held here, else 404.
  * - The body is the raw package, usually chunked with no `Content-Length`
  *   and no `Content-Type`.
  * - `sha256` is verified against the received bytes when given; a mismatch
