@@ -34,7 +34,7 @@ import { MINT_TOKEN_PATH } from "./auth/mint_token_request.ts";
 import type { TokenMinter } from "./auth/token_minter.ts";
 import { redactPathToken, splitPathToken } from "./auth/path_token.ts";
 import type { TokenVerifier } from "./auth/token_verifier.ts";
-import { errorResponse, HttpError } from "./http/http_error.ts";
+import { errorResponse, HttpError, httpErrorOf } from "./http/http_error.ts";
 import { STATUS } from "./http/status.ts";
 import type { Logger } from "./log.ts";
 import { healthResponse } from "./observability/health.ts";
@@ -237,8 +237,9 @@ function loggedPath(request: Request): string {
   return redactPathToken(new URL(request.url).pathname).slice(0, 200);
 }
 
-function logFailure(logger: Logger, request: Request, path: string, error: unknown): void {
-  if (error instanceof HttpError) {
+function logFailure(logger: Logger, request: Request, path: string, thrown: unknown): void {
+  const error = httpErrorOf(thrown); // package errors carry no status of their own
+  if (error) {
     if (error.status >= 500) {
       logger.error("request failed", {
         status: error.status,
@@ -251,7 +252,7 @@ function logFailure(logger: Logger, request: Request, path: string, error: unkno
     }
     return;
   }
-  logger.error("internal error", { path, reason: describe(error) });
+  logger.error("internal error", { path, reason: describe(thrown) });
 }
 
 function describe(error: unknown): string | undefined {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import zlib from "node:zlib";
-import { HttpError } from "../src/http/http_error.ts";
+import { HttpError, httpErrorOf } from "../src/http/http_error.ts";
 import { STATUS } from "../src/http/status.ts";
 import { type InspectOptions, inspectPackage } from "../src/package/inspect_package.ts";
 import type { PackageMetadata } from "../src/package/package_metadata.ts";
@@ -38,8 +38,12 @@ async function inspectBytes(
   return await inspectPackage(path, filename, options);
 }
 
-/** Asserts that `promise` rejects with an HttpError of `status` whose message matches. */
-async function assertHttpError(
+/**
+ * Asserts that `promise` rejects with one of the package readers' own errors
+ * (no HTTP in the readers) that the server's error map answers with `status`,
+ * and whose message matches.
+ */
+async function assertPackageError(
   promise: Promise<unknown>,
   status: number,
   pattern: RegExp,
@@ -50,12 +54,17 @@ async function assertHttpError(
   } catch (error) {
     caught = error;
   }
-  assert.ok(caught instanceof HttpError, `expected an HttpError, got ${String(caught)}`);
-  assert.equal(caught.status, status, caught.message);
-  assert.match(caught.message, pattern);
-  assert.match(caught.message, /^Cannot /);
-  assert.ok(!/[\r\n]/.test(caught.message));
-  return caught;
+  assert.ok(
+    caught instanceof SyntaxError || caught instanceof RangeError || caught instanceof TypeError,
+    `expected a package error, got ${String(caught)}`,
+  );
+  const mapped = httpErrorOf(caught);
+  assert.ok(mapped, `not mapped to a status: ${String(caught)}`);
+  assert.equal(mapped.status, status, mapped.message);
+  assert.match(mapped.message, pattern);
+  assert.match(mapped.message, /^Cannot /);
+  assert.ok(!/[\r\n]/.test(mapped.message));
+  return mapped;
 }
 
 /** Runs `command` with `args`; returns its success and stdout. */
@@ -166,7 +175,7 @@ Deno.test("inspectPackage() reads a .conda whose info member is deflated", async
   });
 });
 
-Deno.test("inspectPackage() never reads the pkg member of a .conda", async () => {
+Deno.test("inspectPackage() refuses a .conda whose pkg member fails its CRC-32, and never decodes it", async () => {
   await withTempDir(async (dir) => {
     const bytes = await buildPackage(FOO);
     const name = new TextEncoder().encode("pkg-foo-1.2.3-h1234_0.tar.zst");
@@ -174,7 +183,15 @@ Deno.test("inspectPackage() never reads the pkg member of a .conda", async () =>
     assert.ok(at > 0);
     // the local header's name is followed by the member's data: wreck its zstd frame
     bytes.fill(0xaa, at + name.length, at + name.length + 24);
-    const metadata = await inspectBytes(dir, bytes, "foo-1.2.3-h1234_0.conda");
+    await assertPackageError(
+      inspectBytes(dir, bytes, "foo-1.2.3-h1234_0.conda"),
+      422,
+      /zip member pkg-foo-1\.2\.3-h1234_0\.tar\.zst is corrupt/,
+    );
+    // without the checksum pass the pkg member is not even looked at
+    const metadata = await inspectBytes(dir, bytes, "foo-1.2.3-h1234_0.conda", {
+      verifyChecksums: false,
+    });
     assert.equal(metadata.name, "foo");
     const path = join(dir, "wrecked.conda");
     await Deno.writeFile(path, bytes);
@@ -201,10 +218,14 @@ Deno.test("inspectPackage() ignores about.json and run_exports.json that are not
 Deno.test("inspectPackage() refuses a wrong extension and path-like names before reading", async () => {
   await withTempDir(async (dir) => {
     const bytes = await buildPackage(FOO);
-    await assertHttpError(inspectBytes(dir, bytes, "foo-1.2.3-h1234_0.zip"), 415, /extension/);
-    await assertHttpError(inspectBytes(dir, bytes, "../foo-1.2.3-h1234_0.conda"), 400, /separator/);
-    await assertHttpError(inspectBytes(dir, bytes, ".foo-1.2.3-h1234_0.conda"), 400, /dot/);
-    await assertHttpError(inspectBytes(dir, bytes, "foo\0-1.2.3-h1234_0.conda"), 400, /control/);
+    await assertPackageError(inspectBytes(dir, bytes, "foo-1.2.3-h1234_0.zip"), 415, /extension/);
+    await assertPackageError(
+      inspectBytes(dir, bytes, "../foo-1.2.3-h1234_0.conda"),
+      400,
+      /separator/,
+    );
+    await assertPackageError(inspectBytes(dir, bytes, ".foo-1.2.3-h1234_0.conda"), 400, /dot/);
+    await assertPackageError(inspectBytes(dir, bytes, "foo\0-1.2.3-h1234_0.conda"), 400, /control/);
   });
 });
 
@@ -212,32 +233,36 @@ Deno.test("inspectPackage() refuses content that does not match the extension's 
   await withTempDir(async (dir) => {
     const conda = await buildPackage(FOO);
     const bz2 = await buildPackage({ ...FOO, format: ".tar.bz2" });
-    await assertHttpError(
+    await assertPackageError(
       inspectBytes(dir, conda, "foo-1.2.3-h1234_0.tar.bz2"),
       STATUS.UnprocessableContent,
       /not a bzip2 file/,
     );
-    await assertHttpError(
+    await assertPackageError(
       inspectBytes(dir, bz2, "foo-1.2.3-h1234_0.conda"),
       STATUS.UnprocessableContent,
       /not a zip file/,
     );
     for (const filename of ["foo-1.2.3-h1234_0.conda", "foo-1.2.3-h1234_0.tar.bz2"]) {
-      await assertHttpError(inspectBytes(dir, new Uint8Array(), filename), 422, /not a/);
-      await assertHttpError(
+      await assertPackageError(inspectBytes(dir, new Uint8Array(), filename), 422, /not a/);
+      await assertPackageError(
         inspectBytes(dir, new Uint8Array([0x42, 0x5a]), filename),
         422,
         /not a/,
       );
       const html = new TextEncoder().encode("<html>hello</html>");
-      await assertHttpError(inspectBytes(dir, html, filename), 422, /not a/);
+      await assertPackageError(inspectBytes(dir, html, filename), 422, /not a/);
     }
     // right magic, garbage after it
     const garbage = new Uint8Array(5000).map((_, i) => (i * 7919) & 0xff);
     garbage.set([0x42, 0x5a, 0x68, 0x39]);
-    await assertHttpError(inspectBytes(dir, garbage, "foo-1.2.3-h1234_0.tar.bz2"), 422, /corrupt/);
+    await assertPackageError(
+      inspectBytes(dir, garbage, "foo-1.2.3-h1234_0.tar.bz2"),
+      422,
+      /corrupt/,
+    );
     garbage.set([0x50, 0x4b, 0x03, 0x04]);
-    await assertHttpError(inspectBytes(dir, garbage, "foo-1.2.3-h1234_0.conda"), 422, /zip/);
+    await assertPackageError(inspectBytes(dir, garbage, "foo-1.2.3-h1234_0.conda"), 422, /zip/);
   });
 });
 
@@ -257,14 +282,18 @@ Deno.test("inspectPackage() refuses an index.json that lies about name, version 
       ];
       for (const [extraIndex, pattern] of cases) {
         const bytes = await buildPackage({ ...FOO, format, extraIndex });
-        await assertHttpError(inspectBytes(dir, bytes, `foo-1.2.3-h1234_0${format}`), 422, pattern);
+        await assertPackageError(
+          inspectBytes(dir, bytes, `foo-1.2.3-h1234_0${format}`),
+          422,
+          pattern,
+        );
       }
       // a dash inside the name is fine when everything agrees
       const dashed: PackageSpec = { name: "foo-bar", version: "1", build: "0", format };
       const metadata = await inspectBytes(dir, await buildPackage(dashed), "foo-bar-1-0" + format);
       assert.equal(metadata.name, "foo-bar");
       // the same package uploaded under another name
-      await assertHttpError(
+      await assertPackageError(
         inspectBytes(dir, await buildPackage(dashed), "foo-bar-2-0" + format),
         422,
         /version "1"/,
@@ -283,13 +312,14 @@ Deno.test("inspectPackage() refuses missing or mistyped name, version, build and
       [{ version: null }, /no valid "version"/],
       [{ version: 1.2 }, /no valid "version"/],
       [{ build: ["h1234_0"] }, /no valid "build"/],
-      [{ subdir: "linux-128" }, /unknown subdir "linux-128"/],
-      [{ subdir: undefined }, /unknown subdir "undefined"/],
-      [{ subdir: 64 }, /unknown subdir "64"/],
-      [{ subdir: "../../etc" }, /unknown subdir/],
+      [{ subdir: "Linux-64" }, /"Linux-64" is not a subdir name/],
+      [{ subdir: undefined, platform: null, arch: null }, /no subdir and no platform/],
+      [{ subdir: 64 }, /"" is not a subdir name/],
+      [{ subdir: "../../etc" }, /"..\/..\/etc" is not a subdir name/],
+      [{ subdir: undefined, platform: "osx", arch: "../x" }, /"osx-..\/x" is not a subdir name/],
     ];
     for (const [extraIndex, pattern] of cases) {
-      await assertHttpError(
+      await assertPackageError(
         inspectBytes(dir, await buildPackage({ ...FOO, extraIndex }), filename),
         422,
         pattern,
@@ -312,7 +342,11 @@ Deno.test("inspectPackage() refuses an index.json that is not a JSON object", as
       ];
       for (const [content, pattern] of cases) {
         const spec: PackageSpec = { ...FOO, format, infoFiles: { "info/index.json": content } };
-        await assertHttpError(inspectBytes(dir, await buildPackage(spec), filename), 422, pattern);
+        await assertPackageError(
+          inspectBytes(dir, await buildPackage(spec), filename),
+          422,
+          pattern,
+        );
       }
     }
   });
@@ -328,7 +362,7 @@ Deno.test("inspectPackage() refuses a package without info/index.json", async ()
       ] satisfies PackageSpec[]
     ) {
       const bytes = await buildPackage({ ...spec, infoFiles: { "info/index.json": null } });
-      await assertHttpError(
+      await assertPackageError(
         inspectBytes(dir, bytes, packageFilename(spec)),
         422,
         /info\/index\.json is missing/,
@@ -344,24 +378,24 @@ Deno.test("inspectPackage() refuses a .conda without an info member", async () =
       { name: "metadata.json", data: '{"conda_pkg_format_version": 2}' },
       { name: "pkg-foo-1.2.3-h1234_0.tar.zst", data: pkg },
     ]);
-    await assertHttpError(
+    await assertPackageError(
       inspectBytes(dir, zip, "foo-1.2.3-h1234_0.conda"),
       422,
       /no info-\*\.tar\.zst member/,
     );
     // an info member that is not zstd
     const notZstd = buildZip([{ name: "info-foo-1.2.3-h1234_0.tar.zst", data: "plain text" }]);
-    await assertHttpError(inspectBytes(dir, notZstd, "foo-1.2.3-h1234_0.conda"), 422, /corrupt/);
+    await assertPackageError(inspectBytes(dir, notZstd, "foo-1.2.3-h1234_0.conda"), 422, /corrupt/);
     // an info member whose tar is garbage
     const badTar = buildZip([{
       name: "info-foo-1.2.3-h1234_0.tar.zst",
       data: zlib.zstdCompressSync(new Uint8Array(2048).fill(0x41)),
     }]);
-    await assertHttpError(inspectBytes(dir, badTar, "foo-1.2.3-h1234_0.conda"), 422, /tar/);
+    await assertPackageError(inspectBytes(dir, badTar, "foo-1.2.3-h1234_0.conda"), 422, /tar/);
   });
 });
 
-Deno.test("inspectPackage() gives a 4xx HttpError for every truncation of a package", async () => {
+Deno.test("inspectPackage() gives a 4xx package error for every truncation of a package", async () => {
   await withTempDir(async (dir) => {
     for (
       const spec of [
@@ -385,8 +419,8 @@ Deno.test("inspectPackage() gives a 4xx HttpError for every truncation of a pack
           assert.ok(length >= bytes.length - 10, `${filename} cut at ${length} inspected`);
           assert.deepEqual(metadata.index, indexJson(spec));
         } catch (error) {
-          assert.ok(error instanceof HttpError, `${filename} cut at ${length}: ${error}`);
-          assert.ok(error.status >= 400 && error.status < 500, `${length}: ${error.status}`);
+          const status = httpErrorOf(error)?.status ?? 500;
+          assert.ok(status >= 400 && status < 500, `${filename} cut at ${length}: ${error}`);
           refused++;
         }
       }
@@ -395,7 +429,7 @@ Deno.test("inspectPackage() gives a 4xx HttpError for every truncation of a pack
   });
 });
 
-Deno.test("inspectPackage() gives a 4xx HttpError or the right metadata for corrupted bytes", async () => {
+Deno.test("inspectPackage() gives a 4xx package error or the right metadata for corrupted bytes", async () => {
   await withTempDir(async (dir) => {
     for (const format of [".conda", ".tar.bz2"] as const) {
       const spec: PackageSpec = { ...FOO, format };
@@ -413,8 +447,8 @@ Deno.test("inspectPackage() gives a 4xx HttpError or the right metadata for corr
             // the flip hit something inspection does not read or check (zip metadata, pkg member)
             assert.equal(metadata.name, "foo");
           } catch (error) {
-            assert.ok(error instanceof HttpError, `${format} flip at ${at}: ${error}`);
-            assert.ok(error.status >= 400 && error.status < 500, `${at}: ${error.status}`);
+            const status = httpErrorOf(error)?.status ?? 500;
+            assert.ok(status >= 400 && status < 500, `${format} flip at ${at}: ${error}`);
           }
         }
       }
@@ -433,7 +467,7 @@ Deno.test("inspectPackage() stops a bzip2 bomb at maxScannedBytes", async () => 
     assert.ok(bomb.length < 4096, `bomb is ${bomb.length} bytes`);
     const filename = "foo-1.2.3-h1234_0.tar.bz2";
     const started = performance.now();
-    await assertHttpError(
+    await assertPackageError(
       inspectBytes(dir, bomb, filename, { maxScannedBytes: 1024 * 1024 }),
       422,
       /no complete info\/ section in the first 1048576 decompressed bytes/,
@@ -459,7 +493,7 @@ Deno.test("inspectPackage() stops a zstd bomb in the .conda info member at maxSc
       { name: "info-foo-1.2.3-h1234_0.tar.zst", data: compressed },
     ]);
     const filename = "foo-1.2.3-h1234_0.conda";
-    await assertHttpError(
+    await assertPackageError(
       inspectBytes(dir, zip, filename, { maxScannedBytes: 1024 * 1024 }),
       422,
       /info member decompresses to more than 1048576 bytes/,
@@ -479,7 +513,7 @@ Deno.test("inspectPackage() refuses an info file larger than maxInfoFileBytes", 
       };
       const bytes = await buildPackage(spec);
       const filename = packageFilename(spec);
-      await assertHttpError(
+      await assertPackageError(
         inspectBytes(dir, bytes, filename, { maxInfoFileBytes: 10_000 }),
         422,
         /info\/index\.json is larger than 10000 bytes/,
@@ -586,12 +620,121 @@ Deno.test("inspectPackage() bounds an info-last .tar.bz2 by maxScannedBytes", as
     const spec: PackageSpec = { name: "late", version: "1", format: ".tar.bz2", infoLast: true };
     const path = join(dir, packageFilename(spec));
     await writeLargePackage(path, spec, 8 * 1024 * 1024);
-    await assertHttpError(
+    await assertPackageError(
       inspectPackage(path, packageFilename(spec), { maxScannedBytes: 2 * 1024 * 1024 }),
       422,
       /no complete info\/ section/,
     );
     const metadata = await inspectPackage(path, packageFilename(spec));
     assert.equal(metadata.name, "late");
+  });
+});
+
+/** A bzip2 stream with no block: "BZh9", the end-of-stream magic and a zero CRC (14 bytes). */
+const EMPTY_BZIP2_STREAM = new Uint8Array([
+  0x42,
+  0x5a,
+  0x68,
+  0x39,
+  0x17,
+  0x72,
+  0x45,
+  0x38,
+  0x50,
+  0x90,
+  0,
+  0,
+  0,
+  0,
+]);
+
+Deno.test("inspectPackage() refuses a .tar.bz2 behind thousands of empty bzip2 streams, and accepts a few", async () => {
+  await withTempDir(async (dir) => {
+    const spec: PackageSpec = { ...FOO, format: ".tar.bz2" };
+    const bytes = await buildPackage(spec);
+    const filename = packageFilename(spec);
+    const padded = (count: number) => {
+      const out = new Uint8Array(count * EMPTY_BZIP2_STREAM.length + bytes.length);
+      for (let i = 0; i < count; i++) out.set(EMPTY_BZIP2_STREAM, i * EMPTY_BZIP2_STREAM.length);
+      out.set(bytes, count * EMPTY_BZIP2_STREAM.length);
+      return out;
+    };
+    // 75,000 empty streams: 1 MiB that once cost ~0.2 s of CPU before any output
+    const started = performance.now();
+    await assertPackageError(
+      inspectBytes(dir, padded(75_000), filename),
+      422,
+      /more than 8 empty bzip2 streams in a row/,
+    );
+    console.log(
+      `75,000 empty bzip2 streams refused in ${(performance.now() - started).toFixed(1)} ms`,
+    );
+    // a few empty streams (a concatenation tool's padding) stay readable
+    const metadata = await inspectBytes(dir, padded(8), filename);
+    assert.equal(metadata.name, "foo");
+  });
+});
+
+Deno.test("inspectPackage() derives the subdir from platform and arch, as conda does, and takes any well-formed subdir", async () => {
+  await withTempDir(async (dir) => {
+    const cases: [Record<string, unknown>, string][] = [
+      // a genuine nano-2.4.1's index.json: no subdir
+      [{ subdir: undefined, platform: "osx", arch: "x86_64" }, "osx-64"],
+      [{ subdir: undefined, platform: "linux", arch: "x86" }, "linux-32"],
+      [{ subdir: undefined, platform: "linux", arch: "aarch64" }, "linux-aarch64"],
+      [{ subdir: undefined, platform: "linux", arch: null }, "noarch"],
+      [{ subdir: undefined, platform: null, arch: null, noarch: "python" }, "noarch"],
+      [{ subdir: "linux-fake" }, "linux-fake"],
+      [{ subdir: "emscripten-wasm32" }, "emscripten-wasm32"],
+      [{ subdir: "zos-z" }, "zos-z"],
+    ];
+    for (const [extraIndex, subdir] of cases) {
+      for (const format of [".conda", ".tar.bz2"] as const) {
+        const spec: PackageSpec = { ...FOO, format, extraIndex };
+        const metadata = await inspectBytes(dir, await buildPackage(spec), packageFilename(spec));
+        assert.equal(metadata.subdir, subdir, JSON.stringify(extraIndex));
+      }
+    }
+  });
+});
+
+Deno.test("inspectPackage() reads paths.json flags and the recipe's source in the same pass", async () => {
+  await withTempDir(async (dir) => {
+    const paths = {
+      paths: [
+        { _path: "bin/foo", file_mode: "binary", prefix_placeholder: "/opt/anaconda1anaconda2" },
+        { _path: "etc/conda/activate.d/foo.sh" },
+        { _path: "bin/.foo-post-link.sh" },
+      ],
+      paths_version: 1,
+    };
+    const recipe = "package:\n  name: foo\nsource:\n  url: https://example.org/foo-1.2.3.tar.gz\n" +
+      "  git_url: https://example.org/foo.git\n";
+    for (const format of [".conda", ".tar.bz2"] as const) {
+      const spec: PackageSpec = {
+        ...FOO,
+        format,
+        infoFiles: { "info/paths.json": JSON.stringify(paths), "info/recipe/meta.yaml": recipe },
+      };
+      const metadata = await inspectBytes(dir, await buildPackage(spec), packageFilename(spec));
+      assert.deepEqual(metadata.postInstall, {
+        "binary_prefix": true,
+        "text_prefix": false,
+        "activate.d": true,
+        "deactivate.d": false,
+        "pre_link": false,
+        "post_link": true,
+        "pre_unlink": false,
+      });
+      assert.deepEqual(metadata.recipeSource, {
+        source_url: "https://example.org/foo-1.2.3.tar.gz",
+        source_git_url: "https://example.org/foo.git",
+      });
+      // a recipe that is not YAML tells nothing and refuses nothing
+      const broken = { ...spec, infoFiles: { "info/recipe/meta.yaml": "source: [\n" } };
+      const plain = await inspectBytes(dir, await buildPackage(broken), packageFilename(spec));
+      assert.deepEqual(plain.recipeSource, {});
+      assert.equal(plain.postInstall?.post_link, false);
+    }
   });
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { HttpError } from "../src/http/http_error.ts";
+import { httpErrorOf } from "../src/http/http_error.ts";
+import { PackageFormatError } from "../src/package/package_errors.ts";
 import { type TarEntryHeader, TarReader } from "../src/package/tar_reader.ts";
 import { buildTar, concatBytes, tarEnd, type TarEntry } from "./helpers/tar_writer.ts";
 
@@ -103,8 +104,8 @@ Deno.test("TarReader refuses a header with a bad checksum with a 422", () => {
   tar[0] = "j".charCodeAt(0); // name changed, checksum not
   const reader = new TarReader({ onEntry: () => "collect", onFile: () => false });
   assert.throws(() => reader.push(tar), (error: unknown) => {
-    assert.ok(error instanceof HttpError);
-    assert.equal(error.status, 422);
+    assert.ok(error instanceof PackageFormatError);
+    assert.equal(httpErrorOf(error)?.status, 422);
     assert.match(error.message, /bad tar header checksum/);
     return true;
   });

@@ -4,6 +4,13 @@
  * @module
  */
 
+import {
+  PackageExtensionError,
+  PackageFilenameError,
+  PackageFormatError,
+  PackageLimitError,
+  PackageReadError,
+} from "../package/package_errors.ts";
 import { STATUS, type Status } from "./status.ts";
 
 /** Options for {@linkcode HttpError}. */
@@ -61,15 +68,39 @@ export function unprocessable(message: string, cause?: unknown): HttpError {
 }
 
 /**
- * Turns any thrown value into a response. An {@linkcode HttpError} answers
- * with its status and message; anything else is an internal fault, answered
- * with a generic 500 so that internals never reach the client.
+ * The {@linkcode HttpError} a thrown value answers with, or undefined for an
+ * internal fault. The package readers' errors (`src/package/package_errors.ts`)
+ * are mapped here, the one place that knows their statuses: a corrupt or
+ * unacceptable package and a passed inspection limit are 422, a bad filename
+ * 400, a wrong extension 415, an unreadable spool file 500.
+ */
+export function httpErrorOf(error: unknown): HttpError | undefined {
+  if (error instanceof HttpError) return error;
+  const status = error instanceof PackageFormatError || error instanceof PackageLimitError
+    ? STATUS.UnprocessableContent
+    : error instanceof PackageFilenameError
+    ? STATUS.BadRequest
+    : error instanceof PackageExtensionError
+    ? STATUS.UnsupportedMediaType
+    : error instanceof PackageReadError
+    ? STATUS.InternalServerError
+    : undefined;
+  if (status === undefined) return undefined;
+  return new HttpError(status, (error as Error).message, { cause: error });
+}
+
+/**
+ * Turns any thrown value into a response. An {@linkcode HttpError} (or a
+ * package error, see {@linkcode httpErrorOf}) answers with its status and
+ * message; anything else is an internal fault, answered with a generic 500
+ * so that internals never reach the client.
  */
 export function errorResponse(error: unknown): Response {
-  if (error instanceof HttpError) {
-    return new Response(error.message + "\n", {
-      status: error.status,
-      headers: { "content-type": "text/plain; charset=utf-8", ...error.headers },
+  const httpError = httpErrorOf(error);
+  if (httpError) {
+    return new Response(httpError.message + "\n", {
+      status: httpError.status,
+      headers: { "content-type": "text/plain; charset=utf-8", ...httpError.headers },
     });
   }
   return new Response("Internal server error\n", {

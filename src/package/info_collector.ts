@@ -5,30 +5,8 @@
  * @module
  */
 
-import { HttpError, unprocessable } from "../http/http_error.ts";
-import { STATUS } from "../http/status.ts";
+import { PackageLimitError } from "./package_errors.ts";
 import type { TarEntryAction, TarEntryHeader, TarVisitor } from "./tar_reader.ts";
-
-/** Thrown by the package readers when the spool file itself cannot be read (a server fault). */
-export class SpoolReadError extends Error {}
-
-/**
- * The answer for an error thrown while reading a package's `info/` section:
- * an {@linkcode HttpError} as it is, an unreadable spool file as a 500, and
- * anything else (the decoder's complaint) as a 422 naming `what` was corrupt.
- */
-export function inspectionError(error: unknown, what: string): HttpError {
-  if (error instanceof HttpError) return error;
-  if (error instanceof SpoolReadError) {
-    return new HttpError(
-      STATUS.InternalServerError,
-      "Cannot read package: spool file is unreadable",
-      { cause: error.cause },
-    );
-  }
-  const detail = error instanceof Error ? error.message.split("\n")[0] : String(error);
-  return unprocessable(`Cannot read package: ${what} (${detail})`, error);
-}
 
 /** Limits applied while reading a package's `info/` section. */
 export interface InspectOptions {
@@ -42,6 +20,12 @@ export interface InspectOptions {
    * @default {16777216} 16 MiB
    */
   maxInfoFileBytes?: number;
+  /**
+   * Check the CRC-32 of every member of a `.conda` (its whole payload, at
+   * several GB/s); `.tar.bz2` payloads are not checked (see the README).
+   * @default {true}
+   */
+  verifyChecksums?: boolean;
 }
 
 /** Default of {@linkcode InspectOptions.maxScannedBytes}: 256 MiB. */
@@ -49,22 +33,39 @@ export const DEFAULT_MAX_SCANNED_BYTES = 256 * 1024 * 1024;
 /** Default of {@linkcode InspectOptions.maxInfoFileBytes}: 16 MiB. */
 export const DEFAULT_MAX_INFO_FILE_BYTES = 16 * 1024 * 1024;
 
-/** The `info/` files inspection reads. */
+/** The `info/` files inspection reads; only `info/index.json` is required. */
 export const WANTED_INFO_FILES: readonly string[] = [
   "info/index.json",
   "info/about.json",
   "info/run_exports.json",
+  "info/paths.json",
 ];
+
+/**
+ * The rendered recipe, under the names conda-index looks for: the first
+ * one present is read (for `source_url` and `source_git_url`).
+ */
+export const RECIPE_FILES: readonly string[] = [
+  "info/recipe/meta.yaml",
+  "info/recipe/meta.yaml.rendered",
+  "info/meta.yaml",
+];
+
+/** The key under which {@linkcode InfoCollector.files} holds the recipe read. */
+export const RECIPE_KEY = "info/recipe/meta.yaml";
 
 const REGULAR_TYPES = new Set(["0", "\0", "7"]);
 
 /**
- * A {@linkcode TarVisitor} that collects {@linkcode WANTED_INFO_FILES}. It
+ * A {@linkcode TarVisitor} that collects {@linkcode WANTED_INFO_FILES} and
+ * the first of {@linkcode RECIPE_FILES}, in the one pass over `info/`. It
  * stops when it has all of them, or, once it has `info/index.json`, at the
- * first member outside `info/` (the info section is contiguous).
+ * first member outside `info/` (the info section is contiguous). An optional
+ * file larger than the limit is skipped; an oversized `info/index.json` is
+ * a `PackageLimitError`.
  */
 export class InfoCollector implements TarVisitor {
-  /** The collected files, by path. */
+  /** The collected files, by path (the recipe under {@linkcode RECIPE_KEY}). */
   readonly files: Map<string, Uint8Array> = new Map();
   #maxFileBytes: number;
 
@@ -80,9 +81,14 @@ export class InfoCollector implements TarVisitor {
   /** Decides, for each tar member, whether to collect it. */
   onEntry(entry: TarEntryHeader): TarEntryAction {
     if (!entry.name.startsWith("info/")) return this.hasIndex ? "stop" : "skip";
-    if (!WANTED_INFO_FILES.includes(entry.name) || !REGULAR_TYPES.has(entry.type)) return "skip";
+    if (!REGULAR_TYPES.has(entry.type)) return "skip";
+    const recipe = RECIPE_FILES.includes(entry.name);
+    if (recipe ? this.files.has(RECIPE_KEY) : !WANTED_INFO_FILES.includes(entry.name)) {
+      return "skip";
+    }
     if (entry.size > this.#maxFileBytes) {
-      throw unprocessable(
+      if (entry.name !== "info/index.json") return "skip";
+      throw new PackageLimitError(
         `Cannot read package: ${entry.name} is larger than ${this.#maxFileBytes} bytes`,
       );
     }
@@ -91,7 +97,7 @@ export class InfoCollector implements TarVisitor {
 
   /** Keeps a collected file; stops once every wanted file is there. */
   onFile(entry: TarEntryHeader, data: Uint8Array): boolean {
-    this.files.set(entry.name, data);
-    return WANTED_INFO_FILES.every((name) => this.files.has(name));
+    this.files.set(RECIPE_FILES.includes(entry.name) ? RECIPE_KEY : entry.name, data);
+    return this.files.has(RECIPE_KEY) && WANTED_INFO_FILES.every((name) => this.files.has(name));
   }
 }

@@ -7,18 +7,17 @@
  */
 
 import zlib from "node:zlib";
-import { unprocessable } from "../http/http_error.ts";
+import { DEFAULT_MAX_SCANNED_BYTES, InfoCollector, type InspectOptions } from "./info_collector.ts";
 import {
-  DEFAULT_MAX_SCANNED_BYTES,
-  InfoCollector,
-  inspectionError,
-  type InspectOptions,
-  SpoolReadError,
-} from "./info_collector.ts";
+  packageError,
+  PackageFormatError,
+  PackageLimitError,
+  PackageReadError,
+} from "./package_errors.ts";
 import { TarReader } from "./tar_reader.ts";
 import { readZipDirectory, type ZipMember, zipMemberDataOffset } from "./zip_reader.ts";
 
-const READ_CHUNK = 64 * 1024;
+const READ_CHUNK = 1024 * 1024;
 const INFO_MEMBER = /^info-[^/\\]*\.tar\.zst$/;
 
 /** Yields `length` bytes of `file` from `offset`, a chunk at a time. */
@@ -30,7 +29,7 @@ async function* _readRange(
   try {
     await file.seek(offset, Deno.SeekMode.Start);
   } catch (error) {
-    throw new SpoolReadError("seek failed", { cause: error });
+    throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
   }
   let left = length;
   while (left > 0) {
@@ -39,9 +38,11 @@ async function* _readRange(
     try {
       n = await file.read(buffer);
     } catch (error) {
-      throw new SpoolReadError("read failed", { cause: error });
+      throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
     }
-    if (n === null || n === 0) throw unprocessable("Cannot read package: zip member is truncated");
+    if (n === null || n === 0) {
+      throw new PackageFormatError("Cannot read package: zip member is truncated");
+    }
     left -= n;
     yield buffer.subarray(0, n);
   }
@@ -125,19 +126,26 @@ async function* _through(
 function _pickInfoMember(members: ZipMember[], stem: string): ZipMember {
   const exact = members.find((m) => m.name === `info-${stem}.tar.zst`);
   const member = exact ?? members.find((m) => INFO_MEMBER.test(m.name));
-  if (!member) throw unprocessable("Cannot read package: no info-*.tar.zst member in .conda");
-  if (member.flags & 0x1) throw unprocessable("Cannot read package: info member is encrypted");
+  if (!member) {
+    throw new PackageFormatError("Cannot read package: no info-*.tar.zst member in .conda");
+  }
+  if (member.flags & 0x1) {
+    throw new PackageFormatError("Cannot read package: info member is encrypted");
+  }
   if (member.method !== 0 && member.method !== 8) {
-    throw unprocessable(`Cannot read package: unsupported zip compression method ${member.method}`);
+    throw new PackageFormatError(
+      `Cannot read package: unsupported zip compression method ${member.method}`,
+    );
   }
   return member;
 }
 
 /**
- * Reads `info/index.json`, `info/about.json` and `info/run_exports.json`
- * (those present) from the `.conda` package open as `file` (`size` bytes;
- * the caller closes it), whose filename stem is `stem`. Every failure is an `HttpError`: 422 for a corrupt, truncated
- * or oversized archive.
+ * Reads the wanted `info/` files (see `info_collector.ts`) from the
+ * `.conda` package open as `file` (`size` bytes; the caller closes it),
+ * whose filename stem is `stem`, then (unless `verifyChecksums` is false)
+ * checks every zip member's CRC-32. Throws a `PackageFormatError` for a
+ * corrupt or truncated archive, a `PackageLimitError` for an oversized one.
  */
 export async function readCondaInfo(
   file: Deno.FsFile,
@@ -148,8 +156,9 @@ export async function readCondaInfo(
   const maxScanned = options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES;
   const collector = new InfoCollector(options);
   const tar = new TarReader(collector);
+  let members: ZipMember[];
   try {
-    const members = await readZipDirectory(file, size);
+    members = await readZipDirectory(file, size);
     const member = _pickInfoMember(members, stem);
     const offset = await zipMemberDataOffset(file, member, size);
     let compressed: AsyncIterable<Uint8Array> = _readRange(file, offset, member.compressedSize);
@@ -160,20 +169,57 @@ export async function readCondaInfo(
       tar.push(chunk);
       if (tar.done) break;
       if (scanned > maxScanned) {
-        throw unprocessable(
+        throw new PackageLimitError(
           `Cannot read package: info member decompresses to more than ${maxScanned} bytes`,
         );
       }
     }
   } catch (error) {
-    throw inspectionError(error, "corrupt info member");
+    throw packageError(error, "corrupt info member");
   }
   if (!collector.hasIndex) {
-    throw unprocessable(
+    throw new PackageFormatError(
       tar.ended || tar.atBoundary
         ? "Cannot read package: info/index.json is missing"
         : "Cannot read package: info tar archive is truncated",
     );
   }
+  if (options.verifyChecksums !== false) await verifyZipChecksums(file, size, members);
   return collector.files;
+}
+
+/**
+ * Checks every member of the zip archive open as `file` against the CRC-32
+ * of its central directory entry: the stored bytes of a stored member (the
+ * `pkg-*.tar.zst` payload of a `.conda`, read once at several GB/s), the
+ * inflated bytes of a deflated one. Throws a `PackageFormatError` naming
+ * the first member whose bytes do not match.
+ */
+export async function verifyZipChecksums(
+  file: Deno.FsFile,
+  size: number,
+  members: readonly ZipMember[],
+): Promise<void> {
+  for (const member of members) {
+    if (member.method !== 0 && member.method !== 8) continue; // refused when it is the info member
+    let crc = 0;
+    let length = 0;
+    try {
+      const offset = await zipMemberDataOffset(file, member, size);
+      let data: AsyncIterable<Uint8Array> = _readRange(file, offset, member.compressedSize);
+      if (member.method === 8) data = _through(zlib.createInflateRaw(), data);
+      for await (const chunk of data) {
+        crc = zlib.crc32(chunk, crc);
+        length += chunk.length;
+        if (length > member.size) break;
+      }
+    } catch (error) {
+      throw packageError(error, `corrupt zip member ${member.name}`);
+    }
+    if (length !== member.size || (crc >>> 0) !== (member.crc32 >>> 0)) {
+      throw new PackageFormatError(
+        `Cannot read package: zip member ${member.name} is corrupt (CRC-32 or size mismatch)`,
+      );
+    }
+  }
 }

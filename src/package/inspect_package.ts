@@ -5,14 +5,14 @@
  * @module
  */
 
-import { HttpError, unprocessable } from "../http/http_error.ts";
-import { STATUS } from "../http/status.ts";
-import type { InspectOptions } from "./info_collector.ts";
+import { postInstallFlags, recipeSourceFields } from "./channeldata_hints.ts";
+import { type InspectOptions, RECIPE_KEY } from "./info_collector.ts";
 import { readCondaInfo } from "./inspect_conda.ts";
 import { readTarBz2Info } from "./inspect_tar_bz2.ts";
+import { PackageFormatError, PackageReadError } from "./package_errors.ts";
 import { parsePackageFilename } from "./package_filename.ts";
 import type { JsonObject, PackageFormat, PackageMetadata } from "./package_metadata.ts";
-import { KNOWN_SUBDIRS } from "./platforms.ts";
+import { isSubdirName, subdirOf } from "./platforms.ts";
 
 export type { InspectOptions } from "./info_collector.ts";
 
@@ -21,7 +21,7 @@ const MAGIC: Record<PackageFormat, { bytes: number[]; what: string }> = {
   ".conda": { bytes: [0x50, 0x4b, 0x03, 0x04], what: "zip" }, // "PK\x03\x04"
 };
 
-/** Opens the spool file; one that cannot be opened is a server fault (500). */
+/** Opens the spool file; one that cannot be opened is a fault of the machine. */
 function _openSpool(path: string): { file: Deno.FsFile; size: number } {
   let file: Deno.FsFile | undefined;
   try {
@@ -30,9 +30,7 @@ function _openSpool(path: string): { file: Deno.FsFile; size: number } {
     return { file, size: file.statSync().size };
   } catch (error) {
     file?.close();
-    throw new HttpError(STATUS.InternalServerError, "Cannot read package: spool file is missing", {
-      cause: error,
-    });
+    throw new PackageReadError("Cannot read package: spool file is missing", { cause: error });
   }
 }
 
@@ -49,14 +47,10 @@ async function _checkMagic(file: Deno.FsFile, format: PackageFormat): Promise<vo
     }
     await file.seek(0, Deno.SeekMode.Start);
   } catch (error) {
-    throw new HttpError(
-      STATUS.InternalServerError,
-      "Cannot read package: spool file is unreadable",
-      { cause: error },
-    );
+    throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
   }
   if (filled < head.length || bytes.some((byte, i) => head[i] !== byte)) {
-    throw unprocessable(`Cannot read package: not a ${what} file`);
+    throw new PackageFormatError(`Cannot read package: not a ${what} file`);
   }
 }
 
@@ -81,7 +75,7 @@ function _quote(value: string): string {
 function _field(index: JsonObject, key: string): string {
   const value = index[key];
   if (typeof value !== "string" || value.length === 0) {
-    throw unprocessable(`Cannot accept package: info/index.json has no valid "${key}"`);
+    throw new PackageFormatError(`Cannot accept package: info/index.json has no valid "${key}"`);
   }
   return value;
 }
@@ -94,7 +88,7 @@ function _checkStem(stem: string, name: string, version: string, build: string):
   else if (!stem.slice(name.length + 1).startsWith(`${version}-`)) {
     [which, value] = ["version", version];
   } else [which, value] = ["build", build];
-  throw unprocessable(
+  throw new PackageFormatError(
     `Cannot accept package: info/index.json ${which} ${_quote(value)} does not match filename ${
       _quote(stem)
     }`,
@@ -103,9 +97,11 @@ function _checkStem(stem: string, name: string, version: string, build: string):
 
 /**
  * Reads and validates the package at `path` (a complete file on local disk)
- * uploaded as `filename`. Every failure is an `HttpError` with a one-line
- * reason: 400/415 for a bad filename, 422 for an unreadable, corrupt,
- * oversized or inconsistent package.
+ * uploaded as `filename`. Every failure has a one-line reason: a
+ * `PackageFilenameError`/`PackageExtensionError` for a bad filename, a
+ * `PackageFormatError` for an unreadable, corrupt or inconsistent package, a
+ * `PackageLimitError` for an oversized one, a `PackageReadError` when the
+ * file cannot be read (see `package_errors.ts`).
  *
  * @example Usage
  * ```ts ignore
@@ -134,22 +130,22 @@ export async function inspectPackage(
   try {
     parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(indexBytes));
   } catch {
-    throw unprocessable("Cannot accept package: info/index.json is not valid JSON");
+    throw new PackageFormatError("Cannot accept package: info/index.json is not valid JSON");
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw unprocessable("Cannot accept package: info/index.json is not a JSON object");
+    throw new PackageFormatError("Cannot accept package: info/index.json is not a JSON object");
   }
   const index = parsed as JsonObject;
   const name = _field(index, "name");
   const version = _field(index, "version");
   const build = _field(index, "build");
   _checkStem(stem, name, version, build);
-  const subdir = index.subdir;
-  if (typeof subdir !== "string" || !KNOWN_SUBDIRS.has(subdir)) {
-    throw unprocessable(
-      `Cannot accept package: unknown subdir ${
-        _quote(typeof subdir === "string" ? subdir : String(subdir))
-      }`,
+  const subdir = subdirOf(index);
+  if (subdir === undefined || !isSubdirName(subdir)) {
+    throw new PackageFormatError(
+      subdir === undefined
+        ? "Cannot accept package: info/index.json has no subdir and no platform"
+        : `Cannot accept package: ${_quote(subdir)} is not a subdir name`,
     );
   }
   const metadata: PackageMetadata = { format, name, version, build, subdir, index };
@@ -157,5 +153,7 @@ export async function inspectPackage(
   if (about) metadata.about = about;
   const runExports = _parseObject(files.get("info/run_exports.json"));
   if (runExports) metadata.runExports = runExports;
+  metadata.postInstall = postInstallFlags(files.get("info/paths.json"));
+  metadata.recipeSource = recipeSourceFields(files.get(RECIPE_KEY));
   return metadata;
 }

@@ -7,14 +7,13 @@
  */
 
 import Bunzip from "seek-bzip";
-import { unprocessable } from "../http/http_error.ts";
+import { DEFAULT_MAX_SCANNED_BYTES, InfoCollector, type InspectOptions } from "./info_collector.ts";
 import {
-  DEFAULT_MAX_SCANNED_BYTES,
-  InfoCollector,
-  inspectionError,
-  type InspectOptions,
-  SpoolReadError,
-} from "./info_collector.ts";
+  packageError,
+  PackageFormatError,
+  PackageLimitError,
+  PackageReadError,
+} from "./package_errors.ts";
 import { TarReader } from "./tar_reader.ts";
 
 /** The parts of seek-bzip's decoder used here (the package ships no types). */
@@ -31,6 +30,12 @@ const READ_CHUNK = 1024 * 1024;
 /** Input kept buffered before each block: more than any bzip2 block's compressed size. */
 const PREFETCH = 3 * 1024 * 1024;
 const OUTPUT_CHUNK = 64 * 1024;
+/**
+ * Empty bzip2 streams accepted in a row. Real multi-stream files (pbzip2,
+ * lbzip2) have data in every stream; a row of empty ones is only padding or
+ * an attack on the decoder's set-up cost.
+ */
+export const MAX_EMPTY_STREAMS = 8;
 
 /** Thrown by the byte source when the file ends in the middle of a bzip2 stream. */
 class _Truncated extends Error {}
@@ -65,7 +70,9 @@ class _FileSource {
       try {
         n = await this.#file.read(this.#buffer.subarray(this.#end));
       } catch (error) {
-        throw new SpoolReadError("read failed", { cause: error });
+        throw new PackageReadError("Cannot read package: spool file is unreadable", {
+          cause: error,
+        });
       }
       if (n === null || n === 0) this.#eof = true;
       else this.#end += n;
@@ -79,7 +86,7 @@ class _FileSource {
     try {
       n = this.#file.readSync(this.#buffer.subarray(this.#end));
     } catch (error) {
-      throw new SpoolReadError("read failed", { cause: error });
+      throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
     }
     if (n === null || n === 0) {
       this.#eof = true;
@@ -139,7 +146,7 @@ class _Sink {
     this.#scanned += chunk.length;
     this.#tar.push(chunk);
     if (!this.#tar.done && this.#scanned > this.#maxScanned) {
-      throw unprocessable(
+      throw new PackageLimitError(
         `Cannot read package: no complete info/ section in the first ${this.#maxScanned} decompressed bytes`,
       );
     }
@@ -168,7 +175,7 @@ async function _endsWithStreamTrailer(file: Deno.FsFile, size: number): Promise<
     }
     if (filled < length) return false;
   } catch (error) {
-    throw new SpoolReadError("read failed", { cause: error });
+    throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
   }
   if (tail.length < 10) return false;
   let bits = 0n;
@@ -188,8 +195,9 @@ function _yield(): Promise<void> {
 /**
  * Reads `info/index.json`, `info/about.json` and `info/run_exports.json`
  * (those present) from the `.tar.bz2` package open as `file` (`size` bytes,
- * read from its start; the caller closes it). Every failure is an
- * `HttpError`: 422 for a corrupt, truncated or oversized archive.
+ * read from its start; the caller closes it). Throws a
+ * `PackageFormatError` for a corrupt or truncated archive, a
+ * `PackageLimitError` for an oversized one.
  */
 export async function readTarBz2Info(
   file: Deno.FsFile,
@@ -203,9 +211,12 @@ export async function readTarBz2Info(
     const source = new _FileSource(file, size);
     await source.prefetch();
     const decoder = new BunzipDecoder(source, sink);
+    let blocksInStream = 0;
+    let emptyStreams = 0;
     while (!tar.done) {
       await source.prefetch();
       if (decoder._init_block()) {
+        blocksInStream++;
         decoder._read_bunzip();
         sink.flush();
         await _yield();
@@ -213,27 +224,39 @@ export async function readTarBz2Info(
       }
       const storedCrc = decoder.reader.read(32) >>> 0;
       if (storedCrc !== decoder.streamCRC) {
-        throw unprocessable("Cannot read package: corrupt bzip2 data (stream CRC mismatch)");
+        throw new PackageFormatError(
+          "Cannot read package: corrupt bzip2 data (stream CRC mismatch)",
+        );
       }
       if (source.eof()) break;
+      // An empty stream is 14 bytes that cost a decoder set-up each: thousands
+      // of them would keep the thread busy for long without any output.
+      emptyStreams = blocksInStream === 0 ? emptyStreams + 1 : 0;
+      if (emptyStreams > MAX_EMPTY_STREAMS) {
+        throw new PackageLimitError(
+          `Cannot read package: more than ${MAX_EMPTY_STREAMS} empty bzip2 streams in a row`,
+        );
+      }
+      blocksInStream = 0;
+      await _yield();
       decoder._start_bunzip(source, sink); // the next stream of a multi-stream file
     }
     // Reading stopped after the info/ section: the rest of the file is not
     // decoded, but a file cut short (an interrupted upload) lacks its last
     // stream's end-of-stream trailer.
     if (!await _endsWithStreamTrailer(file, size)) {
-      throw unprocessable(
+      throw new PackageFormatError(
         "Cannot read package: bzip2 stream is truncated (no end-of-stream marker)",
       );
     }
   } catch (error) {
     if (error instanceof _Truncated) {
-      throw unprocessable("Cannot read package: bzip2 stream is truncated");
+      throw new PackageFormatError("Cannot read package: bzip2 stream is truncated");
     }
-    throw inspectionError(error, "corrupt bzip2 data");
+    throw packageError(error, "corrupt bzip2 data");
   }
   if (!collector.hasIndex) {
-    throw unprocessable(
+    throw new PackageFormatError(
       tar.ended
         ? "Cannot read package: info/index.json is missing"
         : "Cannot read package: tar archive is truncated",

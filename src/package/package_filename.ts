@@ -5,8 +5,7 @@
  * @module
  */
 
-import { HttpError } from "../http/http_error.ts";
-import { STATUS } from "../http/status.ts";
+import { PackageExtensionError, PackageFilenameError } from "./package_errors.ts";
 import type { PackageFormat } from "./package_metadata.ts";
 
 /** A package filename split into its stem and format. */
@@ -28,16 +27,16 @@ const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
  */
 const STEM_CHARS = /^[A-Za-z0-9._+!-]+$/;
 
-function _refuse(reason: string): HttpError {
-  return new HttpError(STATUS.BadRequest, `Cannot accept filename: ${reason}`);
+function _refuse(reason: string): PackageFilenameError {
+  return new PackageFilenameError(`Cannot accept filename: ${reason}`);
 }
 
 /**
  * Splits `filename` into stem and format. A name that is not a plain
  * basename (empty, too long, path separators, `..`, a leading dot, control
  * characters) or whose name holds characters other than ASCII letters,
- * digits and `. _ - + !` is a 400 `HttpError`; an extension other than
- * `.tar.bz2` or `.conda` is a 415.
+ * digits and `. _ - + !` is a `PackageFilenameError`; an extension other than
+ * `.tar.bz2` or `.conda` a `PackageExtensionError`.
  *
  * @example Usage
  * ```ts
@@ -58,8 +57,7 @@ export function parsePackageFilename(filename: string): PackageFilename {
   if (filename.startsWith(".")) throw _refuse("it starts with a dot");
   const format = FORMATS.find((extension) => filename.endsWith(extension));
   if (format === undefined) {
-    throw new HttpError(
-      STATUS.UnsupportedMediaType,
+    throw new PackageExtensionError(
       "Cannot accept filename: extension is not .tar.bz2 or .conda",
     );
   }

@@ -21,14 +21,24 @@ export interface PackageMetadata {
   version: string;
   /** `build` from `info/index.json`. */
   build: string;
-  /** `subdir` from `info/index.json`, a known conda platform. */
+  /**
+   * `subdir` from `info/index.json`, or derived from its `platform` and
+   * `arch` when it has none; a well-formed subdir name.
+   */
   subdir: string;
   /** The whole `info/index.json`, as parsed. */
   index: JsonObject;
   /** `info/about.json` when the package has one (used for `channeldata.json`). */
   about?: JsonObject;
-  /** `info/run_exports.json` when the package has one (used for `channeldata.json`). */
+  /**
+   * `info/run_exports.json` when the package has one (used for
+   * `run_exports.json`, shards and `channeldata.json`).
+   */
   runExports?: JsonObject;
+  /** Flags from `info/paths.json` (`text_prefix`, `post_link`, ...), for `channeldata.json`. */
+  postInstall?: Record<string, boolean>;
+  /** `source_url`/`source_git_url` from `info/recipe/meta.yaml`, for `channeldata.json`. */
+  recipeSource?: JsonObject;
 }
 
 /** What the spool measured of an uploaded file's bytes. */

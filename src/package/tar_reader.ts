@@ -7,7 +7,7 @@
  * @module
  */
 
-import { unprocessable } from "../http/http_error.ts";
+import { PackageFormatError, PackageLimitError } from "./package_errors.ts";
 
 /** A tar member's header, after long-name and pax records are applied. */
 export interface TarEntryHeader {
@@ -58,19 +58,21 @@ function _number(block: Uint8Array, offset: number, length: number, what: string
   const first = field[0] ?? 0;
   if (first & 0x80) {
     // GNU base-256: big-endian, first byte's high bit set (negative values refused)
-    if (first & 0x40) throw unprocessable(`Cannot read package: negative tar ${what}`);
+    if (first & 0x40) throw new PackageFormatError(`Cannot read package: negative tar ${what}`);
     let value = first & 0x3f;
     for (let i = 1; i < field.length; i++) {
       value = value * 256 + (field[i] ?? 0);
       if (value > Number.MAX_SAFE_INTEGER) {
-        throw unprocessable(`Cannot read package: tar ${what} too large`);
+        throw new PackageFormatError(`Cannot read package: tar ${what} too large`);
       }
     }
     return value;
   }
   const text = decoder.decode(field).replace(/[\0 ]+$/, "").replace(/^ +/, "");
   if (text === "") return 0;
-  if (!/^[0-7]+$/.test(text)) throw unprocessable(`Cannot read package: bad tar ${what} field`);
+  if (!/^[0-7]+$/.test(text)) {
+    throw new PackageFormatError(`Cannot read package: bad tar ${what} field`);
+  }
   return parseInt(text, 8);
 }
 
@@ -94,7 +96,7 @@ function _parsePax(data: Uint8Array): Map<string, string> {
     if (space === -1) break;
     const length = Number(decoder.decode(data.subarray(at, space)));
     if (!Number.isSafeInteger(length) || length <= space - at || at + length > data.length) {
-      throw unprocessable("Cannot read package: bad pax header record");
+      throw new PackageFormatError("Cannot read package: bad pax header record");
     }
     const record = decoder.decode(data.subarray(space + 1, at + length - 1));
     const equals = record.indexOf("=");
@@ -115,7 +117,7 @@ type _Meta = "pax" | "longname" | "ignore";
 /**
  * Push parser for a tar stream. Feed it with {@linkcode TarReader.push};
  * check {@linkcode TarReader.done} to learn that the visitor stopped it or
- * that the archive ended. Malformed headers throw a 422 `HttpError`.
+ * that the archive ended. Malformed headers throw a `PackageFormatError`.
  *
  * @example Usage
  * ```ts ignore
@@ -201,7 +203,9 @@ export class TarReader {
       this.#ended = true;
       return;
     }
-    if (!_checksumOk(block)) throw unprocessable("Cannot read package: bad tar header checksum");
+    if (!_checksumOk(block)) {
+      throw new PackageFormatError("Cannot read package: bad tar header checksum");
+    }
     const type = String.fromCharCode(block[156] ?? 0) || "0";
     const magic = _cString(block, 257, 6);
     let name = _cString(block, 0, 100);
@@ -219,7 +223,7 @@ export class TarReader {
       const paxSize = pax?.get("size");
       if (paxSize !== undefined) {
         if (!/^[0-9]+$/.test(paxSize) || !Number.isSafeInteger(Number(paxSize))) {
-          throw unprocessable("Cannot read package: bad pax size record");
+          throw new PackageFormatError("Cannot read package: bad pax size record");
         }
         size = Number(paxSize);
       }
@@ -238,7 +242,7 @@ export class TarReader {
       this.#meta = type === "x" ? "pax" : type === "L" ? "longname" : "ignore";
       if (this.#meta !== "ignore") {
         if (dataSize > this.#maxMeta) {
-          throw unprocessable("Cannot read package: tar extended header too large");
+          throw new PackageLimitError("Cannot read package: tar extended header too large");
         }
         this.#collect = new Uint8Array(dataSize);
       }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { unprocessable } from "../http/http_error.ts";
+import { PackageFormatError, PackageLimitError } from "./package_errors.ts";
 
 /** One member as listed in the central directory. */
 export interface ZipMember {
@@ -64,7 +64,7 @@ export async function readAt(
 function _u64(view: DataView, offset: number): number {
   const value = view.getBigUint64(offset, true);
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw unprocessable("Cannot read package: zip field out of range");
+    throw new PackageFormatError("Cannot read package: zip field out of range");
   }
   return Number(value);
 }
@@ -76,7 +76,9 @@ interface _Directory {
 }
 
 async function _findDirectory(file: Deno.FsFile, fileSize: number): Promise<_Directory> {
-  if (fileSize < EOCD_SIZE) throw unprocessable("Cannot read package: zip file is truncated");
+  if (fileSize < EOCD_SIZE) {
+    throw new PackageFormatError("Cannot read package: zip file is truncated");
+  }
   const tailLength = Math.min(fileSize, EOCD_SIZE + MAX_COMMENT);
   const tailStart = fileSize - tailLength;
   const tail = await readAt(file, tailStart, tailLength);
@@ -91,7 +93,9 @@ async function _findDirectory(file: Deno.FsFile, fileSize: number): Promise<_Dir
     }
   }
   if (eocd === -1) {
-    throw unprocessable("Cannot read package: no zip end of central directory (truncated?)");
+    throw new PackageFormatError(
+      "Cannot read package: no zip end of central directory (truncated?)",
+    );
   }
   let directory: _Directory = {
     entries: view.getUint16(eocd + 10, true),
@@ -103,12 +107,14 @@ async function _findDirectory(file: Deno.FsFile, fileSize: number): Promise<_Dir
   if (locator >= 0 && view.getUint32(locator, true) === ZIP64_LOCATOR_SIGNATURE) {
     const zip64Offset = _u64(view, locator + 8);
     if (zip64Offset + 56 > tailStart + locator) {
-      throw unprocessable("Cannot read package: bad zip64 end of central directory locator");
+      throw new PackageFormatError(
+        "Cannot read package: bad zip64 end of central directory locator",
+      );
     }
     const record = await readAt(file, zip64Offset, 56);
     const recordView = new DataView(record.buffer, record.byteOffset, record.byteLength);
     if (record.length < 56 || recordView.getUint32(0, true) !== ZIP64_EOCD_SIGNATURE) {
-      throw unprocessable("Cannot read package: bad zip64 end of central directory");
+      throw new PackageFormatError("Cannot read package: bad zip64 end of central directory");
     }
     directory = {
       entries: _u64(recordView, 32),
@@ -118,7 +124,7 @@ async function _findDirectory(file: Deno.FsFile, fileSize: number): Promise<_Dir
     directoryEnd = zip64Offset;
   }
   if (directory.offset + directory.size > directoryEnd) {
-    throw unprocessable("Cannot read package: zip central directory out of bounds");
+    throw new PackageFormatError("Cannot read package: zip central directory out of bounds");
   }
   return directory;
 }
@@ -140,7 +146,7 @@ function _zip64Extra(
       let field = dataStart;
       const take = () => {
         if (field + 8 > dataStart + length) {
-          throw unprocessable("Cannot read package: bad zip64 extra field");
+          throw new PackageFormatError("Cannot read package: bad zip64 extra field");
         }
         const value = _u64(view, field);
         field += 8;
@@ -157,7 +163,7 @@ function _zip64Extra(
 
 /**
  * Lists the members of the zip archive in `file` (of `fileSize` bytes) from
- * its central directory. A malformed archive is a 422 `HttpError`.
+ * its central directory. A malformed archive is a `PackageFormatError`.
  */
 export async function readZipDirectory(
   file: Deno.FsFile,
@@ -167,25 +173,25 @@ export async function readZipDirectory(
   const directory = await _findDirectory(file, fileSize);
   const maxBytes = options.maxDirectoryBytes ?? 16 * 1024 * 1024;
   if (directory.size > maxBytes) {
-    throw unprocessable("Cannot read package: zip central directory too large");
+    throw new PackageLimitError("Cannot read package: zip central directory too large");
   }
   const bytes = await readAt(file, directory.offset, directory.size);
   if (bytes.length < directory.size) {
-    throw unprocessable("Cannot read package: zip central directory is truncated");
+    throw new PackageFormatError("Cannot read package: zip central directory is truncated");
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const members: ZipMember[] = [];
   let at = 0;
   while (at + 46 <= bytes.length && members.length < directory.entries) {
     if (view.getUint32(at, true) !== CENTRAL_SIGNATURE) {
-      throw unprocessable("Cannot read package: bad zip central directory entry");
+      throw new PackageFormatError("Cannot read package: bad zip central directory entry");
     }
     const nameLength = view.getUint16(at + 28, true);
     const extraLength = view.getUint16(at + 30, true);
     const commentLength = view.getUint16(at + 32, true);
     const next = at + 46 + nameLength + extraLength + commentLength;
     if (next > bytes.length) {
-      throw unprocessable("Cannot read package: zip central directory is truncated");
+      throw new PackageFormatError("Cannot read package: zip central directory is truncated");
     }
     const raw = {
       compressedSize: view.getUint32(at + 20, true),
@@ -207,7 +213,7 @@ export async function readZipDirectory(
     at = next;
   }
   if (members.length !== directory.entries) {
-    throw unprocessable("Cannot read package: zip central directory is truncated");
+    throw new PackageFormatError("Cannot read package: zip central directory is truncated");
   }
   return members;
 }
@@ -224,12 +230,12 @@ export async function zipMemberDataOffset(
   const header = await readAt(file, member.localHeaderOffset, 30);
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
   if (header.length < 30 || view.getUint32(0, true) !== LOCAL_SIGNATURE) {
-    throw unprocessable(`Cannot read package: bad zip local header for ${member.name}`);
+    throw new PackageFormatError(`Cannot read package: bad zip local header for ${member.name}`);
   }
   const dataOffset = member.localHeaderOffset + 30 + view.getUint16(26, true) +
     view.getUint16(28, true);
   if (dataOffset + member.compressedSize > limit) {
-    throw unprocessable(`Cannot read package: zip member ${member.name} out of bounds`);
+    throw new PackageFormatError(`Cannot read package: zip member ${member.name} out of bounds`);
   }
   return dataOffset;
 }
