@@ -236,11 +236,11 @@ Deno.test("add() replaces the record of the same filename", async () => {
   assert.equal(repodata["packages.conda"]["foo-1.0-0.conda"]?.license, "BSD-3-Clause");
 });
 
-Deno.test("add() refuses an unknown subdir and a non-package filename", async () => {
+Deno.test("add() refuses a malformed subdir and a non-package filename", async () => {
   await using channel = await tempChannel();
   const index = await BuiltinIndex.open(channel.storage);
   const badSubdir = syntheticSource({ name: "foo", version: "1.0" });
-  badSubdir.metadata.subdir = "linux-65";
+  badSubdir.metadata.subdir = "../linux-64";
   await assert.rejects(index.add(badSubdir), TypeError);
   const badName = { ...syntheticSource({ name: "foo", version: "1.0" }), filename: "../foo.conda" };
   await assert.rejects(index.add(badName), TypeError);

@@ -122,9 +122,10 @@ export function channeldataEntry(
   const previousRunExports = previous?.run_exports;
   for (const candidate of candidates) {
     if (candidate.version in runExports) continue;
-    const extras = candidate.pkg.extras;
-    const exports = extras
-      ? extras.runExports
+    // Known from inspection or from the subdir's run_exports.json; else the previous entry's.
+    const known = candidate.pkg.runExports;
+    const exports = known !== undefined
+      ? known
       : (_isObject(previousRunExports) ? previousRunExports[candidate.version] : undefined);
     runExports[candidate.version] = _truthy(exports) ? exports : undefined;
   }
@@ -192,12 +193,17 @@ function _seconds(timestamp: unknown): number {
   return seconds > 253402300799 ? Math.floor(seconds / 1000) : seconds;
 }
 
-/** The about.json fields overlaid by the record, as conda-index merges them. */
+/**
+ * What conda-index merges for a package: the recipe's fields, overlaid by
+ * about.json, the paths.json flags and the record.
+ */
 function _packageData(pkg: IndexedPackage): JsonObject {
-  const data: JsonObject = { ...pkg.extras?.about, ...pkg.record };
+  const extras = pkg.extras;
+  const data: JsonObject = { ...extras?.about, ...extras?.postInstall, ...pkg.record };
+  // The recipe's `source` mapping becomes `source_*` keys, unless about.json has its own.
   if (_isObject(data.source)) {
     for (const [key, value] of Object.entries(data.source)) data[`source_${key}`] = value;
-  }
+  } else if (!("source" in data)) Object.assign(data, extras?.recipeSource);
   for (const field of ["description", "summary"]) {
     let value = data[field];
     if (Array.isArray(value)) value = value[0];

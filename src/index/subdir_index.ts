@@ -22,6 +22,29 @@ import { packageRowHtml, renderSubdirIndexHtml } from "./subdir_index_html.ts";
 
 /** The `repodata_version` written (conda-index's, understood by every client). */
 export const REPODATA_VERSION = 1;
+/** The `info.version` of `run_exports.json` (CEP-12). */
+export const RUN_EXPORTS_VERSION = 1;
+
+/**
+ * The run exports listed in a subdir's `run_exports.json`, by package
+ * filename. Throws a `SyntaxError` when the text is not such a file.
+ */
+export function parseRunExportsJson(text: string): Map<string, JsonObject> {
+  const data: unknown = JSON.parse(text);
+  if (!_isObject(data)) throw new SyntaxError("Cannot parse run_exports.json: not a JSON object");
+  const result = new Map<string, JsonObject>();
+  for (const section of ["packages", "packages.conda"] as const) {
+    const entries = data[section] ?? {};
+    if (!_isObject(entries)) {
+      throw new SyntaxError(`Cannot parse run_exports.json: "${section}" is not an object`);
+    }
+    for (const [filename, entry] of Object.entries(entries)) {
+      const exports = _isObject(entry) ? entry.run_exports : undefined;
+      if (_isObject(exports)) result.set(filename, exports);
+    }
+  }
+  return result;
+}
 
 /** What inspection read besides `index.json`, kept for `channeldata.json`. */
 export interface PackageExtras {
@@ -29,6 +52,10 @@ export interface PackageExtras {
   about?: JsonObject;
   /** `info/run_exports.json`, when the package has one. */
   runExports?: JsonObject;
+  /** Flags from `info/paths.json` (`text_prefix`, `post_link`, ...). */
+  postInstall?: Record<string, boolean>;
+  /** `source_url`/`source_git_url` from the package's recipe. */
+  recipeSource?: JsonObject;
 }
 
 /** One package as the index holds it. */
@@ -48,6 +75,14 @@ export interface IndexedPackage {
    * was loaded from an existing `repodata.json` (not known).
    */
   readonly extras: PackageExtras | undefined;
+  /**
+   * The package's run exports (`{}` when it has none), or undefined when
+   * not known: a record loaded from `repodata.json` that the subdir's
+   * `run_exports.json` does not list (reconcile reads such packages again).
+   */
+  readonly runExports: JsonObject | undefined;
+  /** Its `"filename":{"run_exports":...}` member of `run_exports.json`, UTF-8, when known. */
+  readonly runExportsFragment: Uint8Array | undefined;
 }
 
 /**
@@ -62,7 +97,8 @@ export function indexedPackage(
   if (!isPackageFilename(filename)) {
     throw new TypeError(`Cannot index package: ${JSON.stringify(filename)} is not a package name`);
   }
-  return _package(filename, record, _encoder.encode(recordFragment(filename, record)), extras);
+  const fragment = _encoder.encode(recordFragment(filename, record));
+  return _package(filename, record, fragment, extras, extras && (extras.runExports ?? {}));
 }
 
 const _encoder = new TextEncoder();
@@ -72,10 +108,13 @@ function _package(
   record: JsonObject,
   fragment: Uint8Array,
   extras: PackageExtras | undefined,
+  runExports: JsonObject | undefined,
 ): IndexedPackage {
   const name = typeof record.name === "string" ? record.name : "";
   const row = _encoder.encode(packageRowHtml(filename, record) + "\n");
-  return { filename, name, record, fragment, row, extras };
+  const runExportsFragment = runExports &&
+    _encoder.encode(recordFragment(filename, { run_exports: runExports }));
+  return { filename, name, record, fragment, row, extras, runExports, runExportsFragment };
 }
 
 /** Whether two byte strings are equal. */
@@ -90,6 +129,8 @@ export function indexedPackageFromSource(source: PackageRecordSource): IndexedPa
   const extras: PackageExtras = {};
   if (source.metadata.about) extras.about = source.metadata.about;
   if (source.metadata.runExports) extras.runExports = source.metadata.runExports;
+  if (source.metadata.postInstall) extras.postInstall = source.metadata.postInstall;
+  if (source.metadata.recipeSource) extras.recipeSource = source.metadata.recipeSource;
   return indexedPackage(source.filename, repodataRecord(source), extras);
 }
 
@@ -115,11 +156,18 @@ export class SubdirIndex {
 
   /**
    * Parses a `repodata.json`. Packages of `previous` whose record is
-   * unchanged are kept as they are (with their extras). Throws a
-   * `SyntaxError` when the text is not JSON or not shaped like repodata
-   * (sections of records keyed by package filename).
+   * unchanged are kept as they are (with their extras); the others take
+   * their run exports from `runExports` (the subdir's `run_exports.json`,
+   * see {@linkcode parseRunExportsJson}). Throws a `SyntaxError` when the
+   * text is not JSON or not shaped like repodata (sections of records keyed
+   * by package filename).
    */
-  static parse(subdir: string, text: string, previous?: SubdirIndex): SubdirIndex {
+  static parse(
+    subdir: string,
+    text: string,
+    previous?: SubdirIndex,
+    runExports?: ReadonlyMap<string, JsonObject>,
+  ): SubdirIndex {
     const data: unknown = JSON.parse(text);
     if (!_isObject(data)) throw new SyntaxError("Cannot parse repodata: not a JSON object");
     const index = new SubdirIndex(subdir);
@@ -139,9 +187,10 @@ export class SubdirIndex {
         if (index.#packages.has(filename)) continue;
         const known = previous?.get(filename);
         const fragment = _encoder.encode(recordFragment(filename, record));
-        const pkg = known && sameBytes(known.fragment, fragment)
+        const pkg = known && sameBytes(known.fragment, fragment) &&
+            (known.runExports !== undefined || !runExports?.has(filename))
           ? known
-          : _package(filename, record, fragment, undefined);
+          : _package(filename, record, fragment, undefined, runExports?.get(filename));
         index.#packages.set(filename, pkg);
         sections[repodataSection(filename)!].push(pkg);
         index.#addName(pkg);
@@ -211,6 +260,26 @@ export class SubdirIndex {
     ]);
   }
 
+  /**
+   * The subdir's `run_exports.json` (CEP-12, UTF-8), as conda-index
+   * `--run-exports` writes it: every package's `info/run_exports.json` (`{}`
+   * without one), keyed by filename. Packages whose run exports are not
+   * known are left out.
+   */
+  toRunExportsJson(): Uint8Array {
+    return concatBytes([
+      _encoder.encode(
+        `{"info":{"subdir":${
+          canonicalJson(this.subdir)
+        },"version":${RUN_EXPORTS_VERSION}},"packages":{`,
+      ),
+      ...this.#sections["packages"].runExportsBlocks(),
+      _encoder.encode('},"packages.conda":{'),
+      ...this.#sections["packages.conda"].runExportsBlocks(),
+      _encoder.encode("}}"),
+    ]);
+  }
+
   /** The subdir's `index.html` (UTF-8): `.conda` packages, then `.tar.bz2`, each by filename. */
   toIndexHtml(): Uint8Array {
     return renderSubdirIndexHtml(this.subdir, [
@@ -242,6 +311,8 @@ interface _Chunk {
   json?: Uint8Array | undefined;
   /** The items' rows, made when first needed. */
   html?: Uint8Array | undefined;
+  /** The items' known run_exports.json members joined by commas, made when first needed. */
+  runExports?: Uint8Array | undefined;
 }
 
 /**
@@ -269,7 +340,7 @@ class _SortedPackages {
     const at = _search(chunk.items, pkg.filename);
     if (chunk.items[at]?.filename === pkg.filename) chunk.items[at] = pkg;
     else chunk.items.splice(at, 0, pkg);
-    chunk.json = chunk.html = undefined;
+    chunk.json = chunk.html = chunk.runExports = undefined;
     if (chunk.items.length > 2 * _CHUNK_SIZE) {
       const index = this.#chunks.indexOf(chunk);
       this.#chunks.splice(index + 1, 0, { items: chunk.items.splice(_CHUNK_SIZE) });
@@ -283,7 +354,7 @@ class _SortedPackages {
     const at = _search(chunk.items, filename);
     if (chunk.items[at]?.filename !== filename) return;
     chunk.items.splice(at, 1);
-    chunk.json = chunk.html = undefined;
+    chunk.json = chunk.html = chunk.runExports = undefined;
     if (chunk.items.length === 0) this.#chunks.splice(this.#chunks.indexOf(chunk), 1);
   }
 
@@ -296,6 +367,21 @@ class _SortedPackages {
         chunk.items.flatMap((pkg, i) => i === 0 ? [pkg.fragment] : [_COMMA, pkg.fragment]),
       );
       blocks.push(chunk.json);
+    }
+    return blocks;
+  }
+
+  /** The known run_exports.json members, in comma-joined blocks ready to concatenate. */
+  runExportsBlocks(): Uint8Array[] {
+    const blocks: Uint8Array[] = [];
+    for (const chunk of this.#chunks) {
+      chunk.runExports ??= concatBytes(
+        chunk.items.flatMap((pkg) => pkg.runExportsFragment ? [_COMMA, pkg.runExportsFragment] : [])
+          .slice(1),
+      );
+      if (chunk.runExports.length === 0) continue;
+      if (blocks.length > 0) blocks.push(_COMMA);
+      blocks.push(chunk.runExports);
     }
     return blocks;
   }

@@ -349,6 +349,17 @@ export class ChannelStorage {
     }
   }
 
+  /** Removes a channel file (e.g. an old shard); false when it did not exist. */
+  async removeFile(relative: string): Promise<boolean> {
+    try {
+      await Deno.remove(this.#absolute(checked(relative)));
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return false;
+      throw error;
+    }
+  }
+
   /** Names of the channel's top-level directories (candidate subdirs). */
   async listDirectories(): Promise<string[]> {
     const names: string[] = [];

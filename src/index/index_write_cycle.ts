@@ -1,0 +1,377 @@
+/**
+ * The write cycle of the built-in index: a queue of index changes applied
+ * in coalesced cycles. At most one cycle runs at a time; whatever arrives
+ * meanwhile is batched into the next cycle, which writes each touched
+ * subdir once (see `subdir_files.ts` for what a subdir write is). Every
+ * cycle holds the channel's cross-process lock and first re-reads any
+ * index file another process changed (by size and mtime), so servers
+ * sharing a channel never lose each other's records.
+ *
+ * A subdir whose write fails is rolled back in memory (and its files
+ * rewritten from memory as far as possible) and its requests rejected.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import { isSubdirName } from "../package/platforms.ts";
+import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
+import { Channeldata, type ChanneldataInput } from "./channeldata.ts";
+import { newSubdirState, SubdirFiles, type SubdirState } from "./subdir_files.ts";
+import { type IndexedPackage, sameBytes, SubdirIndex } from "./subdir_index.ts";
+
+/** One change to a subdir's index. */
+export type IndexOp =
+  | { kind: "add"; pkg: IndexedPackage }
+  | { kind: "remove"; filename: string; onlyIfFileGone: boolean }
+  | { kind: "write" };
+
+/** Options for {@linkcode IndexWriteCycle}. */
+export interface IndexWriteCycleOptions {
+  /** Where write failures and unreadable files are logged. */
+  logger: Logger;
+  /** Writes and reads subdirs' files. */
+  files: SubdirFiles;
+}
+
+const CHANNELDATA = "channeldata.json";
+const decoder = new TextDecoder();
+
+interface _Request {
+  /** Undefined for a request that only makes a cycle run (refresh from disk). */
+  subdir: string | undefined;
+  op: IndexOp | undefined;
+  resolve(result: boolean): void;
+  reject(error: unknown): void;
+}
+
+/** What one cycle did to one subdir, enough to undo it. */
+interface _Applied {
+  group: _Request[];
+  /** Undefined when the subdir has no index and nothing was to be added. */
+  state: SubdirState | undefined;
+  results: boolean[];
+  undo: { filename: string; previous: IndexedPackage | undefined }[];
+  /** Package names whose records changed. */
+  names: Set<string>;
+  /** Whether the subdir's files are to be written. */
+  write: boolean;
+  /** Set when writing them failed. */
+  error?: PromiseRejectedResult;
+}
+
+/** The queue and write cycles of the built-in index. */
+export class IndexWriteCycle {
+  #storage: ChannelStorage;
+  #logger: Logger;
+  #files: SubdirFiles;
+  #subdirs = new Map<string, SubdirState>();
+  #channeldata = new Channeldata();
+  #channeldataStat: ChannelEntry | undefined;
+  #channeldataText: string | undefined;
+  #channeldataRebuild = true;
+  #pending: _Request[] = [];
+  #draining = false;
+  #writeCount = 0;
+
+  constructor(storage: ChannelStorage, options: IndexWriteCycleOptions) {
+    this.#storage = storage;
+    this.#logger = options.logger;
+    this.#files = options.files;
+  }
+
+  /** The subdirs held in memory (read-only use: reconcile's comparison). */
+  get subdirs(): ReadonlyMap<string, SubdirState> {
+    return this.#subdirs;
+  }
+
+  /** Whether `channeldata.json` was found on disk. */
+  get hasChanneldata(): boolean {
+    return this.#channeldataStat !== undefined;
+  }
+
+  /** How many times a subdir's index files have been written. */
+  get writeCount(): number {
+    return this.#writeCount;
+  }
+
+  /** Loads what is on disk (without the lock: at start-up, before any write). */
+  async load(): Promise<void> {
+    await this.#syncFromDisk();
+    await this.#syncChanneldata();
+  }
+
+  /**
+   * Queues `op` for `subdir` (or, with neither, a cycle that only re-reads
+   * the disk); resolves with the op's result once its cycle wrote the files.
+   */
+  enqueue(subdir: string | undefined, op: IndexOp | undefined): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ subdir, op, resolve, reject });
+      if (!this.#draining) void this.#drain();
+    });
+  }
+
+  /** Runs write cycles until nothing is pending; each takes all that is pending. */
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#pending.length > 0) {
+        const cycle: { taken: _Request[] | undefined } = { taken: undefined };
+        try {
+          await this.#storage.withLock(async () => {
+            cycle.taken = this.#pending;
+            this.#pending = [];
+            await this.#commit(cycle.taken);
+          });
+        } catch (error) {
+          // Failed writes reject their own requests inside the cycle; this is
+          // the lock or a read of the channel failing.
+          this.#logger.error("Cannot update index", { reason: _describe(error) });
+          for (const request of cycle.taken ?? this.#pending.splice(0)) request.reject(error);
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /**
+   * One write cycle, holding the lock: applies every request to memory, then
+   * writes the changed subdirs and `channeldata.json` at once.
+   */
+  async #commit(requests: _Request[]): Promise<void> {
+    if (await this.#syncFromDisk()) this.#channeldataRebuild = true;
+    if (await this.#syncChanneldata()) this.#channeldataRebuild = true;
+    const groups = new Map<string | undefined, _Request[]>();
+    for (const request of requests) {
+      const group = groups.get(request.subdir);
+      if (group) group.push(request);
+      else groups.set(request.subdir, [request]);
+    }
+    const touched = new Set<string>();
+    const applied: _Applied[] = [];
+    const settle: (() => void)[] = [];
+    for (const [subdir, group] of groups) {
+      if (subdir === undefined) {
+        settle.push(() => group.forEach((request) => request.resolve(true)));
+        continue;
+      }
+      try {
+        const change = await this.#apply(subdir, group);
+        for (const name of change.names) touched.add(name);
+        applied.push(change);
+      } catch (error) {
+        this.#logger.error("Cannot update index", { subdir, reason: _describe(error) });
+        settle.push(() => group.forEach((request) => request.reject(error)));
+      }
+    }
+
+    const writes = applied.filter((change) => change.write);
+    const channeldata = this.#writeChanneldata(
+      touched,
+      writes.map(({ state }) => state!.index.subdir),
+    );
+    const outcomes = await Promise.allSettled(writes.map(({ state }) => this.#write(state!)));
+    await channeldata;
+    for (const [i, outcome] of outcomes.entries()) {
+      if (outcome.status === "fulfilled") continue;
+      const change = writes[i]!;
+      change.error = outcome;
+      this.#logger.error("Cannot write index", {
+        subdir: change.state!.index.subdir,
+        reason: _describe(outcome.reason),
+      });
+      _undo(change);
+      // Part of the write may be in place: put back the files memory describes.
+      await this.#write(change.state!).catch(() => {});
+    }
+    if (writes.some((change) => change.error)) await this.#writeChanneldata(touched, []);
+
+    for (const { group, results, error } of applied) {
+      if (error) group.forEach((request) => request.reject(error.reason));
+      else group.forEach((request, i) => request.resolve(results[i]!));
+    }
+    for (const settleGroup of settle) settleGroup();
+  }
+
+  async #write(state: SubdirState): Promise<void> {
+    await this.#files.write(state);
+    this.#writeCount++;
+  }
+
+  /** Applies one subdir's requests to memory, in order; undoes them if one fails. */
+  async #apply(subdir: string, group: _Request[]): Promise<_Applied> {
+    let state = this.#subdirs.get(subdir);
+    const change: _Applied = {
+      group,
+      state,
+      results: [],
+      undo: [],
+      names: new Set(),
+      write: false,
+    };
+    if (!state && group.every(({ op }) => op?.kind === "remove")) {
+      change.results = group.map(() => false); // nothing indexed there: nothing to write either
+      return change;
+    }
+    if (!state) {
+      state = newSubdirState(new SubdirIndex(subdir));
+      this.#subdirs.set(subdir, state);
+    }
+    change.state = state;
+    change.write = state.stale;
+    try {
+      for (const { op } of group) {
+        if (op?.kind === "add") {
+          const previous = state.index.set(op.pkg);
+          change.undo.push({ filename: op.pkg.filename, previous });
+          if (
+            !previous || !sameBytes(previous.fragment, op.pkg.fragment) ||
+            previous.runExports === undefined
+          ) {
+            change.write = true;
+          }
+          change.names.add(op.pkg.name);
+          if (previous) change.names.add(previous.name);
+          change.results.push(true);
+        } else if (op?.kind === "remove") {
+          const path = `${subdir}/${op.filename}`;
+          const keep = op.onlyIfFileGone && await this.#storage.stat(path) !== undefined;
+          const previous = keep ? undefined : state.index.delete(op.filename);
+          if (previous) {
+            change.undo.push({ filename: op.filename, previous });
+            change.names.add(previous.name);
+            change.write = true;
+          }
+          change.results.push(previous !== undefined);
+        } else {
+          change.write = true;
+          change.results.push(true);
+        }
+      }
+      if (state.dirtyNames !== "all") for (const name of change.names) state.dirtyNames.add(name);
+      return change;
+    } catch (error) {
+      _undo(change);
+      throw error;
+    }
+  }
+
+  /**
+   * Re-reads every subdir's `repodata.json` that differs (size or mtime) from
+   * what this process last wrote or read; returns whether any was reloaded.
+   */
+  async #syncFromDisk(): Promise<boolean> {
+    const subdirs = new Set(this.#subdirs.keys());
+    for (const name of await this.#storage.listDirectories()) {
+      if (isSubdirName(name)) subdirs.add(name);
+    }
+    let reloaded = false;
+    for (const subdir of subdirs) {
+      const state = this.#subdirs.get(subdir);
+      const found = await this.#files.read(subdir, state);
+      if (found.kind === "unchanged") continue;
+      if (found.kind === "missing") {
+        // Gone (or never written): keep what memory has, rewrite it next time.
+        if (state) Object.assign(state, { diskStat: undefined, stale: true });
+        continue;
+      }
+      if (found.kind === "read") {
+        this.#subdirs.set(subdir, found.state);
+        reloaded = true;
+        continue;
+      }
+      this.#logger.warn("Cannot read index, treating it as empty until reconcile", {
+        path: `${subdir}/repodata.json`,
+        reason: found.reason,
+      });
+      if (state) Object.assign(state, { diskStat: found.stat, stale: true });
+      else {
+        const empty = newSubdirState(new SubdirIndex(subdir), found.stat);
+        empty.stale = true;
+        this.#subdirs.set(subdir, empty);
+      }
+    }
+    return reloaded;
+  }
+
+  /** Re-reads `channeldata.json` when another process changed it. */
+  async #syncChanneldata(): Promise<boolean> {
+    const stat = await this.#storage.stat(CHANNELDATA);
+    if (!stat) {
+      this.#channeldataStat = this.#channeldataText = undefined;
+      return false;
+    }
+    if (this.#channeldataStat && stat.size === this.#channeldataStat.size &&
+      stat.mtimeMs === this.#channeldataStat.mtimeMs) {
+      return false;
+    }
+    const text = decoder.decode(await this.#storage.readFile(CHANNELDATA));
+    try {
+      this.#channeldata.usePrevious(text);
+    } catch (error) {
+      this.#logger.warn("Cannot read channeldata, rebuilding it", {
+        path: CHANNELDATA,
+        reason: _describe(error),
+      });
+    }
+    this.#channeldataStat = stat;
+    this.#channeldataText = text;
+    return true;
+  }
+
+  /**
+   * Recomputes the entries of the touched package names (all of them after a
+   * reload) and writes `channeldata.json` when it changed; its subdirs are
+   * those with a `repodata.json` plus `writing`. A failure is logged, not
+   * thrown: clients do not need channeldata, and the next cycle writes it
+   * again.
+   */
+  async #writeChanneldata(touched: Set<string>, writing: string[]): Promise<void> {
+    try {
+      const inputs = new Map<string, ChanneldataInput[]>();
+      const wanted = this.#channeldataRebuild ? undefined : touched;
+      for (const name of touched) inputs.set(name, []);
+      for (const [subdir, state] of this.#subdirs) {
+        for (const name of wanted ?? state.index.names()) {
+          const packages = state.index.packagesNamed(name);
+          if (packages.length === 0) continue;
+          let list = inputs.get(name);
+          if (!list) inputs.set(name, list = []);
+          for (const pkg of packages) list.push({ subdir, pkg });
+        }
+      }
+      if (this.#channeldataRebuild) this.#channeldata.clear();
+      this.#channeldataRebuild = true; // until every entry is up to date again
+      for (const [name, list] of inputs) this.#channeldata.update(name, list);
+      this.#channeldataRebuild = false;
+      const subdirs = new Set(writing);
+      for (const [name, state] of this.#subdirs) if (state.diskStat) subdirs.add(name);
+      const text = this.#channeldata.toJson([...subdirs]);
+      if (text === this.#channeldataText) return;
+      await this.#storage.writeFileAtomic(CHANNELDATA, text, { durable: false });
+      this.#channeldataText = text;
+      this.#channeldataStat = await this.#storage.stat(CHANNELDATA);
+    } catch (error) {
+      this.#logger.error("Cannot write channeldata", { reason: _describe(error) });
+    }
+  }
+}
+
+/** Reverts what a cycle applied to a subdir's memory. */
+function _undo(change: _Applied): void {
+  const state = change.state;
+  if (!state) return;
+  for (const { filename, previous } of change.undo.reverse()) {
+    if (previous) state.index.set(previous);
+    else state.index.delete(filename);
+  }
+  change.undo = [];
+  state.stale = true;
+  state.dirtyNames = "all";
+}
+
+function _describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,297 @@
+/**
+ * The files of one subdir's index on disk, written from and read back into
+ * a {@linkcode SubdirState}:
+ *
+ * | file                                        | written                                      |
+ * | ------------------------------------------- | -------------------------------------------- |
+ * | `shards/<sha256>.msgpack.zst`               | first: new shards, each once, never replaced |
+ * | `repodata.json`                             | then, with `index.html` (not synced)         |
+ * | `repodata.json.zst`, `repodata_shards.msgpack.zst`, `run_exports.json`, `run_exports.json.zst` | once `repodata.json` is in place |
+ *
+ * Every file is replaced atomically. Shards come first, so an index never
+ * names a shard that is not there; the derived files come after
+ * `repodata.json` (what this index re-reads), so a crash in between leaves
+ * them older than it, which {@linkcode SubdirFiles.stale} notices. Old
+ * shards stay for a grace period after the index stops naming them (clients
+ * cache the index), then {@linkcode SubdirFiles.write} collects them.
+ *
+ * @module
+ */
+
+import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
+import type { Logger } from "../log.ts";
+import type { JsonObject } from "../package/package_metadata.ts";
+import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
+import {
+  buildShardIndex,
+  type Shard,
+  SHARD_INDEX_FILE,
+  shardPath,
+  SHARDS_DIR,
+  SubdirShards,
+} from "./repodata_shards.ts";
+import { parseRunExportsJson, SubdirIndex } from "./subdir_index.ts";
+
+/** The index files of a subdir besides `repodata.json` and the shards. */
+export const DERIVED_FILES: readonly string[] = [
+  "repodata.json.zst",
+  "index.html",
+  SHARD_INDEX_FILE,
+  "run_exports.json",
+  "run_exports.json.zst",
+];
+
+/** What the index holds of one subdir. */
+export interface SubdirState {
+  /** The subdir's packages. */
+  index: SubdirIndex;
+  /** Its shards, kept in step with `index` when written. */
+  shards: SubdirShards;
+  /** Package names whose shards may be out of step (`"all"` after a reload). */
+  dirtyNames: Set<string> | "all";
+  /** Size and mtime of `repodata.json` as this process last wrote or read it. */
+  diskStat: ChannelEntry | undefined;
+  /** The files on disk may not match `index` (unreadable, missing, half-written). */
+  stale: boolean;
+  /** Shard files on disk by hex, with their size; undefined until listed. */
+  shardFiles?: Map<string, number>;
+  /** When each shard file no longer named by the index was first seen so (ms). */
+  unreferencedSince?: Map<string, number>;
+  /** When shards were last collected (ms). */
+  collectedAt?: number;
+}
+
+/** A new, empty state for `subdir`. */
+export function newSubdirState(index: SubdirIndex, diskStat?: ChannelEntry): SubdirState {
+  return {
+    index,
+    shards: new SubdirShards(),
+    dirtyNames: "all",
+    diskStat,
+    stale: diskStat === undefined,
+  };
+}
+
+/** Options for {@linkcode SubdirFiles}. */
+export interface SubdirFilesOptions {
+  /** Where shard collection is logged. */
+  logger: Logger;
+  /** zstd level of `repodata.json.zst` and `run_exports.json.zst`. */
+  zstdLevel: number;
+  /** How long a shard the index no longer names is kept (ms). */
+  shardGraceMs: number;
+  /** Least time between two collections of a subdir's old shards (ms). */
+  shardCollectIntervalMs: number;
+}
+
+const SHARD_WRITE_CONCURRENCY = 8;
+const decoder = new TextDecoder();
+
+/** Writes and reads the index files of subdirs. */
+export class SubdirFiles {
+  #storage: ChannelStorage;
+  #options: SubdirFilesOptions;
+
+  constructor(storage: ChannelStorage, options: SubdirFilesOptions) {
+    this.#storage = storage;
+    this.#options = options;
+  }
+
+  /**
+   * Brings the shards of the state's dirty names up to date, writes the new
+   * shard files, then `repodata.json` and `index.html`, then the derived
+   * files; collects old shards when due. Throws when a write failed (some
+   * files may then be in place: write again to repair).
+   */
+  async write(state: SubdirState): Promise<void> {
+    const subdir = state.index.subdir;
+    const index = state.index;
+    const names = state.dirtyNames === "all"
+      ? new Set([...index.names(), ...state.shards.staleNames(() => false)])
+      : state.dirtyNames;
+    state.shards.refresh((name) => index.packagesNamed(name), names);
+    state.shardFiles ??= await this.#listShards(subdir);
+    const missing = [...state.shards.shards()].filter((shard) =>
+      state.shardFiles!.get(shard.hex) !== shard.bytes.length
+    );
+    await this.#writeShards(subdir, missing, state);
+    state.dirtyNames = new Set();
+
+    const json = index.toRepodataJson();
+    const html = this.#storage.writeFileAtomic(`${subdir}/index.html`, index.toIndexHtml(), {
+      durable: false,
+    });
+    const jsonWritten = this.#storage.writeFileAtomic(`${subdir}/repodata.json`, json)
+      .then(async () => {
+        // Tracked at once, so that a later failure never makes this process
+        // take its own write for another process's.
+        state.diskStat = await this.#storage.stat(`${subdir}/repodata.json`);
+      });
+    // The CPU work overlaps the write and fsync of repodata.json.
+    const zst = this.#zstd(json);
+    const runExports = index.toRunExportsJson();
+    const runExportsZst = this.#zstd(runExports);
+    const shardIndex = buildShardIndex(subdir, state.shards.shards());
+    const outcomes = await Promise.allSettled([
+      jsonWritten.then(() =>
+        Promise.all([
+          this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst),
+          this.#storage.writeFileAtomic(`${subdir}/${SHARD_INDEX_FILE}`, shardIndex),
+          this.#storage.writeFileAtomic(`${subdir}/run_exports.json`, runExports),
+          this.#storage.writeFileAtomic(`${subdir}/run_exports.json.zst`, runExportsZst),
+        ])
+      ),
+      html,
+    ]);
+    for (const outcome of outcomes) if (outcome.status === "rejected") throw outcome.reason;
+    state.stale = false;
+    await this.#collectShards(state).catch((error) => {
+      this.#options.logger.warn("Cannot collect old shards", { subdir, reason: String(error) });
+    });
+  }
+
+  /**
+   * Reads `subdir/repodata.json` (and `run_exports.json` for the run
+   * exports of records `previous` does not have) when it differs from
+   * `state.diskStat`. Returns the new state, `"unchanged"`, `"missing"`, or
+   * `"unreadable"` with the file's stat.
+   */
+  async read(
+    subdir: string,
+    state: SubdirState | undefined,
+  ): Promise<
+    | { kind: "unchanged" }
+    | { kind: "missing" }
+    | { kind: "unreadable"; stat: ChannelEntry; reason: string }
+    | { kind: "read"; state: SubdirState }
+  > {
+    const path = `${subdir}/repodata.json`;
+    const stat = await this.#storage.stat(path);
+    if (!stat) return { kind: "missing" };
+    if (state && _sameStat(stat, state.diskStat)) return { kind: "unchanged" };
+    const bytes = await this.#storage.readFile(path);
+    let runExports: Map<string, JsonObject> | undefined;
+    try {
+      const text = await this.#storage.readFile(`${subdir}/run_exports.json`);
+      if (text) runExports = parseRunExportsJson(decoder.decode(text));
+    } catch {
+      // Unknown run exports: reconcile reads those packages again.
+    }
+    try {
+      const index = SubdirIndex.parse(subdir, decoder.decode(bytes), state?.index, runExports);
+      const next = newSubdirState(index, stat);
+      next.stale = false;
+      if (state) {
+        // Unchanged packages keep their objects, so most shards are reused.
+        next.shards = state.shards;
+        if (state.shardFiles) next.shardFiles = state.shardFiles;
+        if (state.unreferencedSince) next.unreferencedSince = state.unreferencedSince;
+        if (state.collectedAt !== undefined) next.collectedAt = state.collectedAt;
+      }
+      return { kind: "read", state: next };
+    } catch (error) {
+      return { kind: "unreadable", stat, reason: error instanceof Error ? error.message : "" };
+    }
+  }
+
+  /**
+   * Whether a derived file of `subdir` is missing or older than its
+   * `repodata.json` (a crash between the renames), or a shard the state
+   * names is missing or of the wrong size.
+   */
+  async stale(subdir: string, state: SubdirState | undefined): Promise<boolean> {
+    const [json, ...derived] = await Promise.all(
+      ["repodata.json", ...DERIVED_FILES].map((name) => this.#storage.stat(`${subdir}/${name}`)),
+    );
+    if (derived.some((entry) => !entry || (json !== undefined && entry.mtimeMs < json.mtimeMs))) {
+      return true;
+    }
+    if (!state) return false;
+    // Shards are checked by size: they are written without an fsync each.
+    const index = state.index;
+    const names = state.dirtyNames === "all" ? index.names() : state.dirtyNames;
+    state.shards.refresh((name) => index.packagesNamed(name), names);
+    state.dirtyNames = new Set();
+    state.shardFiles = await this.#listShards(subdir);
+    for (const shard of state.shards.shards()) {
+      if (state.shardFiles.get(shard.hex) !== shard.bytes.length) return true;
+    }
+    return false;
+  }
+
+  #zstd(bytes: Uint8Array): Uint8Array {
+    return zstdCompressSync(bytes, {
+      params: { [zlibConstants.ZSTD_c_compressionLevel]: this.#options.zstdLevel },
+    });
+  }
+
+  /**
+   * Writes new shard files, a few at a time. A single shard (an upload) is
+   * synced like every index file; a bulk rewrite (start-up, reconcile) is
+   * not, and a shard a crash left short is found by size and written again.
+   */
+  async #writeShards(subdir: string, shards: Shard[], state: SubdirState): Promise<void> {
+    const durable = shards.length <= SHARD_WRITE_CONCURRENCY;
+    let next = 0;
+    const worker = async () => {
+      while (next < shards.length) {
+        const shard = shards[next++]!;
+        await this.#storage.writeFileAtomic(`${subdir}/${shardPath(shard.hex)}`, shard.bytes, {
+          durable,
+        });
+        state.shardFiles!.set(shard.hex, shard.bytes.length);
+        state.unreferencedSince?.delete(shard.hex);
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(SHARD_WRITE_CONCURRENCY, shards.length) }, worker),
+    );
+  }
+
+  async #listShards(subdir: string): Promise<Map<string, number>> {
+    const files = await this.#storage.listFiles(`${subdir}/${SHARDS_DIR}`, [".msgpack.zst"]);
+    const shards = new Map<string, number>();
+    for (const file of files) {
+      const hex = file.name.slice(0, -".msgpack.zst".length);
+      if (/^[0-9a-f]{64}$/.test(hex)) shards.set(hex, file.size);
+    }
+    return shards;
+  }
+
+  /**
+   * Removes shard files that the index has not named for the grace period.
+   * Runs at most once per collect interval and subdir.
+   */
+  async #collectShards(state: SubdirState): Promise<void> {
+    const now = Date.now();
+    const { shardGraceMs, shardCollectIntervalMs } = this.#options;
+    if (state.collectedAt !== undefined && now - state.collectedAt < shardCollectIntervalMs) return;
+    state.collectedAt = now;
+    const subdir = state.index.subdir;
+    const current = new Set<string>();
+    for (const shard of state.shards.shards()) current.add(shard.hex);
+    const since = state.unreferencedSince ??= new Map();
+    state.shardFiles = await this.#listShards(subdir);
+    const removed: string[] = [];
+    for (const hex of state.shardFiles.keys()) {
+      if (current.has(hex)) {
+        since.delete(hex);
+        continue;
+      }
+      const first = since.get(hex);
+      if (first === undefined) since.set(hex, now);
+      if (now - (first ?? now) < shardGraceMs) continue;
+      await this.#storage.removeFile(`${subdir}/${shardPath(hex)}`);
+      state.shardFiles.delete(hex);
+      since.delete(hex);
+      removed.push(hex);
+    }
+    if (removed.length > 0) {
+      this.#options.logger.info("old shards removed", { subdir, count: removed.length });
+    }
+  }
+}
+
+function _sameStat(a: ChannelEntry, b: ChannelEntry | undefined): boolean {
+  return b !== undefined && a.size === b.size && a.mtimeMs === b.mtimeMs;
+}
