@@ -93,8 +93,9 @@ const CONTENT_TYPES: ReadonlyArray<readonly [suffix: string, type: string]> = [
  *   `ETag` from size and mtime (`"<size hex>-<mtime ms hex>"`, no inode, so
  *   several servers on one storage agree), `Last-Modified`,
  *   `Accept-Ranges: bytes` and `Cache-Control`: one year and `immutable`
- *   for packages (`.conda`, `.tar.bz2`) unless `mutablePackages`,
- *   `indexMaxAgeSeconds` otherwise.
+ *   for packages (`.conda`, `.tar.bz2`) unless `mutablePackages`, and for
+ *   repodata shards (`<subdir>/shards/<sha256>.msgpack.zst`, named by their
+ *   content), `indexMaxAgeSeconds` otherwise.
  * - `If-None-Match` (weak comparison, lists, `*`) and, without it,
  *   `If-Modified-Since` answer 304.
  * - A single `Range` answers 206 with `Content-Range`, or 416 when it lies
@@ -233,7 +234,11 @@ function fileHeaders(
   const headers: Record<string, string> = {
     "etag": etag,
     "last-modified": lastModified,
-    "cache-control": isPackage(relative) ? cacheControl.package : cacheControl.index,
+    "cache-control": isPackage(relative)
+      ? cacheControl.package
+      : isShard(relative)
+      ? PACKAGE_CACHE_CONTROL
+      : cacheControl.index,
     "accept-ranges": "bytes",
     "content-type": contentType(relative),
     "x-content-type-options": "nosniff",
@@ -432,6 +437,11 @@ function acceptsGzip(header: string | null): boolean {
 
 function isPackage(relative: string): boolean {
   return relative.endsWith(".conda") || relative.endsWith(".tar.bz2");
+}
+
+/** A repodata shard (`<subdir>/shards/<sha256>.msgpack.zst`): named by its content, never changes. */
+function isShard(relative: string): boolean {
+  return /^[^/]+\/shards\/[0-9a-f]{64}\.msgpack\.zst$/.test(relative);
 }
 
 function isCompressible(relative: string): boolean {
