@@ -13,7 +13,7 @@
  * ```
  *
  * Sections: `inspect` (6), `index` (4), `large` (1, 2), `small` (3),
- * `startup` (5), `reads` (7). With `--profile` every server of ours runs with
+ * `startup` (5), `reads` (7), `shards` (8). With `--profile` every server of ours runs with
  * `--cpu-prof` (which slows it: the figures of such a run are not
  * comparable) and the top functions are printed per section.
  *
@@ -38,11 +38,12 @@ import { benchReads } from "./bench/channel_reads.ts";
 import { benchIndexLatency } from "./bench/index_latency.ts";
 import { benchInspection } from "./bench/inspection_cost.ts";
 import { benchLargeUploads } from "./bench/large_uploads.ts";
+import { benchShardDownload } from "./bench/shard_download.ts";
 import { type BenchHeader, renderMarkdown } from "./bench/report_table.ts";
 import { benchSmallUploads } from "./bench/small_uploads.ts";
 import { benchStartup } from "./bench/startup_time.ts";
 
-const SECTIONS = ["inspect", "index", "large", "small", "startup", "reads"] as const;
+const SECTIONS = ["inspect", "index", "large", "small", "startup", "reads", "shards"] as const;
 type Section = typeof SECTIONS[number];
 
 async function _cpuModel(): Promise<string> {
@@ -126,6 +127,7 @@ async function main(): Promise<void> {
 
     if (sections.has("inspect")) await benchInspection(context);
     if (sections.has("index")) await benchIndexLatency(context);
+    if (sections.has("shards")) await benchShardDownload(context);
     if (sections.has("large")) await benchLargeUploads(context);
     if (sections.has("small") || sections.has("startup")) {
       const templates: ChannelTemplate[] = [];
@@ -172,10 +174,11 @@ async function main(): Promise<void> {
         "1: reference = scripts/bench/reference_server.ts --mode hash (Deno.serve over TLS, streams the raw body to a file with sha256 + md5, fsync). MB/s = 10^6 bytes of the file per second of curl's time_total; curl --http1.1 without Expect, one fresh server per run.",
         "2: VmHWM of the server process (fresh per run); reference = the reference server's VmHWM.",
         "3: ~100 KiB .conda packages by keep-alive Deno fetch clients (HTTP/1.1, one connection each, warmed up); reference = reference_server.ts --mode store (Request.formData(), token check, write + fsync, no hashing, inspection or index). Each run starts from a fresh copy of the channel. -e uses a stand-in `conda` script that sleeps 300 ms.",
-        "4: BuiltinIndex.add() in process (resolves once repodata.json, .zst, index.html and channeldata.json are written); reference = one atomic write (write, fsync, rename) of the same repodata.json.",
+        "4: BuiltinIndex.add() in process (resolves once repodata.json, .zst, the name's shard and the shard index, run_exports.json, .zst, index.html and channeldata.json are written); reference = one atomic write (write, fsync, rename) of the same repodata.json.",
         "5: start-up = spawn of `deno run main.ts` to its `listening` line (reconcile trusted every package); reference = spawn to listening of the reference server. Rebuild = `main.ts index` after deleting repodata.json; reference = scripts/bench/reference_digest.ts (read + sha256 + md5 of every package).",
-        "6: inspectPackage() in process, warm page cache.",
+        "6: inspectPackage() in process, warm page cache (.conda: with the CRC-32 pass over every zip member).",
         "7: reference = Debian's nginx started by the benchmark on the same channel directory (one worker, TLS with the same certificate, sendfile, gzip, an access log line per request); wrk 1 thread, keep-alive, after a 1 s warm-up; the download with curl --http1.1. Our server's connection layer is whatever main.ts runs. The handler-alone rows call serveChannel() in process, one request at a time, with no server running (median of 200 ms windows).",
+        "8: @conda-org/rattler solving one package (two dependencies) over plain HTTP from serveChannel() in process; bytes = response bodies; reference = the same solve after the shard indexes are removed (rattler then fetches repodata.json.zst of linux-64 and noarch).",
         "Other work may share the machine while this runs: trust the ratios more than the absolute figures.",
         "Written by `deno task bench` (scripts/bench.ts): a full run writes this file and bench-results/latest.md, `--quick` only the latter.",
       ],
