@@ -250,7 +250,9 @@ export class IndexWriteCycle {
           change.results.push(true);
         }
       }
-      if (state.dirtyNames !== "all") for (const name of change.names) state.dirtyNames.add(name);
+      if (state.dirtyNames !== "all") {
+        for (const name of change.names) state.dirtyNames.add(name);
+      }
       return change;
     } catch (error) {
       _undo(change);
@@ -303,8 +305,10 @@ export class IndexWriteCycle {
       this.#channeldataStat = this.#channeldataText = undefined;
       return false;
     }
-    if (this.#channeldataStat && stat.size === this.#channeldataStat.size &&
-      stat.mtimeMs === this.#channeldataStat.mtimeMs) {
+    if (
+      this.#channeldataStat && stat.size === this.#channeldataStat.size &&
+      stat.mtimeMs === this.#channeldataStat.mtimeMs
+    ) {
       return false;
     }
     const text = decoder.decode(await this.#storage.readFile(CHANNELDATA));

@@ -6,7 +6,7 @@
  */
 
 import type { ChannelStorage } from "../storage/channel_storage.ts";
-import { isKnownSubdir } from "../package/platforms.ts";
+import { isKnownSubdir, isSubdirName } from "../package/platforms.ts";
 
 /** Options for {@linkcode renderChannelOverview}. */
 export interface ChannelOverviewOptions {
@@ -38,7 +38,9 @@ export async function renderChannelOverview(
   const name = options.channelName ?? basename(storage.root);
   const subdirs: SubdirSummary[] = [];
   for (const subdir of await storage.listDirectories()) {
-    if (!isKnownSubdir(subdir)) continue;
+    // A new subdir name counts once the index has written it.
+    const indexed = isSubdirName(subdir) && await storage.stat(`${subdir}/repodata.json`);
+    if (!isKnownSubdir(subdir) && !indexed) continue;
     const [indexHtml, repodata] = await Promise.all([
       storage.stat(`${subdir}/index.html`),
       storage.stat(`${subdir}/repodata.json`),

@@ -31,7 +31,7 @@ import { badRequest, HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import { parsePackageFilename } from "../package/package_filename.ts";
-import { isKnownSubdir } from "../package/platforms.ts";
+import { isSubdirName } from "../package/platforms.ts";
 import type { DeletedPackage } from "./delete_protocol.ts";
 import { receiveForm } from "./form_body.ts";
 import { multipartBoundary } from "./multipart_stream.ts";
@@ -231,9 +231,9 @@ function intentFields(intent: UploadIntent): Omit<ReceivedUpload, "artifact"> {
   };
 }
 
-/** 404 unless `subdir` is one of conda's. */
+/** 404 unless `subdir` is a well-formed subdir name (`src/package/platforms.ts`). */
 function checkSubdir(subdir: string, action: string): void {
-  if (!isKnownSubdir(subdir)) {
+  if (!isSubdirName(subdir)) {
     throw new HttpError(
       STATUS.NotFound,
       `Cannot ${action}: ${JSON.stringify(subdir.slice(0, 64))} is not a conda subdir`,

@@ -15,7 +15,7 @@ import type { Logger } from "../log.ts";
 import { inspectPackage } from "../package/inspect_package.ts";
 import type { FileDigest, PackageRecordSource } from "../package/package_metadata.ts";
 import { parsePackageFilename } from "../package/package_filename.ts";
-import { isKnownSubdir } from "../package/platforms.ts";
+import { isSubdirName } from "../package/platforms.ts";
 import { type ChannelStorage, PackageExistsError } from "../storage/channel_storage.ts";
 import { writeSpool } from "./spool_writer.ts";
 
@@ -156,7 +156,7 @@ export class UploadService {
    * package. Never interleaves with a publish of the same file.
    */
   async remove(subdir: string, filename: string, identity: Identity): Promise<boolean> {
-    if (!isKnownSubdir(subdir)) return false;
+    if (!isSubdirName(subdir)) return false;
     this.checkFilename(filename);
     const removed = await this.#oneAtATime(subdir, filename, async () => {
       const removedFile = await this.#storage.removePackage(subdir, filename);
