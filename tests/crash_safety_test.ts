@@ -197,7 +197,7 @@ Deno.test("checkChannelInvariants() reports each kind of damage", async () => {
     [/linux-64\/\.repodata\.json\.1234\.tmp: temporary file left after start-up/, async (root) => {
       await Deno.writeTextFile(join(root, "linux-64", ".repodata.json.1234.tmp"), "{");
     }],
-    [/plan9-64\/a-1\.0-0\.conda: package file outside a known subdir/, async (root, [a]) => {
+    [/plan9-64\/a-1\.0-0\.conda: package file outside an indexed subdir/, async (root, [a]) => {
       await Deno.mkdir(join(root, "plan9-64"));
       await Deno.writeFile(join(root, "plan9-64", a!.filename), a!.bytes);
     }],

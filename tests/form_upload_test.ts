@@ -724,16 +724,41 @@ Deno.test("POST / refuses a package whose index.json name differs from its filen
   }
 });
 
-Deno.test("POST / refuses a package for an unknown subdir with 422", async () => {
+Deno.test("POST / refuses a package whose subdir is not a well-formed subdir name with 422", async () => {
   await using server = await startSeededServer();
-  const artifact = await makeArtifact({ name: "alien", version: "1.0", subdir: "plan9-64" });
+  const artifact = await makeArtifact({
+    name: "alien",
+    version: "1.0",
+    extraIndex: { subdir: "Plan9_64" },
+  });
   await expectRefusal(
     server,
     STATUS.UnprocessableContent,
-    /unknown subdir "plan9-64"/,
+    /"Plan9_64" is not a subdir name/,
     () => postForm(server, uploadForm(server.token, artifact.filename, artifact.bytes)),
   );
-  assert.equal(await Deno.stat(join(server.channelRoot, "plan9-64")).catch(() => 0), 0);
+  assert.equal(await Deno.stat(join(server.channelRoot, "Plan9_64")).catch(() => 0), 0);
+});
+
+Deno.test("POST / takes a package for a new subdir name, and one whose index.json has no subdir", async () => {
+  await using server = await startSeededServer();
+  const alien = await makeArtifact({ name: "alien", version: "1.0", subdir: "plan9-64" });
+  const response = await postForm(server, uploadForm(server.token, alien.filename, alien.bytes));
+  assert.equal(response.status, 201, await response.text());
+  const repodata = JSON.parse(
+    await Deno.readTextFile(join(server.channelRoot, "plan9-64/repodata.json")),
+  );
+  assert.deepEqual(Object.keys(repodata["packages.conda"]), [alien.filename]);
+  // nano-2.4.1 style: platform and arch, no subdir
+  const old = await makeArtifact({
+    name: "oldie",
+    version: "1.0",
+    subdir: "osx-64",
+    extraIndex: { subdir: undefined },
+  });
+  const second = await postForm(server, uploadForm(server.token, old.filename, old.bytes));
+  assert.equal(second.status, 201, await second.text());
+  assert.ok(await Deno.stat(join(server.channelRoot, "osx-64", old.filename)));
 });
 
 // ------------------------------------------------------- malformed requests

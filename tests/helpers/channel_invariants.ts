@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { zstdDecompressSync } from "node:zlib";
 import { inspectPackage } from "../../src/package/inspect_package.ts";
-import { isKnownSubdir } from "../../src/package/platforms.ts";
+import { isKnownSubdir, isSubdirName } from "../../src/package/platforms.ts";
 import { LOCK_FILE_NAME, SPOOL_DIR_NAME } from "../../src/storage/channel_storage.ts";
 
 /** Options for {@linkcode checkChannelInvariants}. */
@@ -82,12 +82,15 @@ export async function checkChannelInvariants(
   for (const entry of top) {
     if (entry.isDirectory) {
       if (entry.name === SPOOL_DIR_NAME) continue;
-      if (isKnownSubdir(entry.name)) {
+      // A new subdir name (linux-fake) is a subdir once the index has written it.
+      const indexed = isSubdirName(entry.name) &&
+        await _readOptional(join(channelRoot, entry.name, "repodata.json")) !== undefined;
+      if (isKnownSubdir(entry.name) || indexed) {
         await _checkSubdir(channelRoot, entry.name, { settled, cache, report });
       } else {
         for (const inner of await _list(join(channelRoot, entry.name))) {
           if (packageSection(inner.name)) {
-            report(`${entry.name}/${inner.name}`, "package file outside a known subdir");
+            report(`${entry.name}/${inner.name}`, "package file outside an indexed subdir");
           }
         }
       }

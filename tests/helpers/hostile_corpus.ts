@@ -787,7 +787,7 @@ async function _indexJsonLies(corpus: _Corpus): Promise<void> {
     ["version-lie", { version: "9.9" }],
     ["build-lie", { build: "1" }],
     ["name-traversal", { name: "../victim" }],
-    ["subdir-unknown", { subdir: "plan9-64" }],
+    ["subdir-no-arch", { subdir: "plan9" }],
     ["subdir-empty", { subdir: "" }],
     ["subdir-traversal", { subdir: "../linux-64" }],
     ["subdir-nested", { subdir: "linux-64/../../etc" }],
@@ -795,7 +795,13 @@ async function _indexJsonLies(corpus: _Corpus): Promise<void> {
     ["subdir-nul", { subdir: "linux-64\u0000" }],
     ["subdir-space", { subdir: "noarch " }],
     ["subdir-number", { subdir: 64 }],
-    ["subdir-missing", { subdir: undefined }],
+    ["subdir-missing", {
+      subdir: undefined,
+      platform: undefined,
+      arch: undefined,
+      noarch: undefined,
+    }],
+    ["subdir-derived-traversal", { subdir: undefined, platform: "linux", arch: "../../etc" }],
     ["subdir-spool", { subdir: ".upload-spool" }],
     ["subdir-dot", { subdir: "." }],
   ];
