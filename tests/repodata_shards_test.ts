@@ -224,16 +224,21 @@ Deno.test("reconcile() reads again the packages whose run exports are not known"
   });
 });
 
-Deno.test("BuiltinIndex.open() rewrites a shard a crash left short", async () => {
+Deno.test("BuiltinIndex.open() takes the shards from the shard index on disk, and writes a missing one again", async () => {
   await using channel = await tempChannel();
   const index = await open(channel);
   await index.add(await publish(channel, { name: "foo", version: "1.0" }));
+  await index.add(await publish(channel, { name: "bar", version: "1.0" }));
   const { shards } = await readShardIndex(channel, "linux-64");
+  // nothing to do: nothing written
+  assert.equal((await open(channel)).writeCount, 0);
   const path = join(channel.root, "linux-64/shards", `${hexOf(shards.foo)}.msgpack.zst`);
   const bytes = await Deno.readFile(path);
-  await Deno.writeFile(path, bytes.subarray(0, 5));
-  await open(channel);
+  await Deno.remove(path);
+  const reopened = await open(channel);
+  assert.equal(reopened.writeCount, 1);
   assert.deepEqual(await Deno.readFile(path), bytes);
+  assert.deepEqual((await readShardIndex(channel, "linux-64")).shards, shards);
 });
 
 Deno.test("the index takes a new subdir name, and reconcile leaves other directories alone", async () => {

@@ -18,9 +18,9 @@
  * @module
  */
 
-import { encode } from "@msgpack/msgpack";
+import { decode, encode } from "@msgpack/msgpack";
 import { createHash } from "node:crypto";
-import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
+import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import type { JsonObject } from "../package/package_metadata.ts";
 import { repodataSection } from "./repodata_record.ts";
 import type { IndexedPackage } from "./subdir_index.ts";
@@ -41,8 +41,11 @@ const ZSTD_LEVEL = 3;
 export interface Shard {
   /** The package name. */
   readonly name: string;
-  /** The zstd-compressed msgpack bytes, as served. */
-  readonly bytes: Uint8Array;
+  /**
+   * The zstd-compressed msgpack bytes, as served; undefined for a shard
+   * taken from the shard index on disk (its file is already there).
+   */
+  readonly bytes?: Uint8Array;
   /** sha256 of {@linkcode Shard.bytes}. */
   readonly sha256: Uint8Array;
   /** {@linkcode Shard.sha256} in lowercase hex: the file name without `.msgpack.zst`. */
@@ -113,6 +116,33 @@ export function buildShardIndex(
     shards: byName,
   };
   return _compress(encode(index, { sortKeys: true }));
+}
+
+/**
+ * The `shards` map of a compressed shard index: package name → sha256.
+ * Throws a `SyntaxError` when the bytes are not a shard index.
+ */
+export function parseShardIndex(bytes: Uint8Array): Map<string, Uint8Array> {
+  let data: unknown;
+  try {
+    data = decode(zstdDecompressSync(bytes));
+  } catch (error) {
+    throw new SyntaxError("Cannot parse shard index: not zstd-compressed msgpack", {
+      cause: error,
+    });
+  }
+  const shards = (data as { shards?: unknown } | null)?.shards;
+  if (typeof shards !== "object" || shards === null) {
+    throw new SyntaxError("Cannot parse shard index: no shards map");
+  }
+  const result = new Map<string, Uint8Array>();
+  for (const [name, hash] of Object.entries(shards)) {
+    if (!(hash instanceof Uint8Array) || hash.length !== 32) {
+      throw new SyntaxError(`Cannot parse shard index: bad hash for ${JSON.stringify(name)}`);
+    }
+    result.set(name, new Uint8Array(hash));
+  }
+  return result;
 }
 
 /** The record as a shard holds it: checksums as bytes, run exports when known. */
@@ -201,6 +231,30 @@ export class SubdirShards {
       if (!cached || cached.shard.hex !== shard.hex) built.push(shard);
     }
     return built;
+  }
+
+  /**
+   * Takes the shards a shard index on disk names (`hashes`, in step with
+   * the packages `packagesNamed` returns now) without building them;
+   * returns the names taken.
+   */
+  seed(
+    packagesNamed: (name: string) => IndexedPackage[],
+    hashes: ReadonlyMap<string, Uint8Array>,
+  ): Set<string> {
+    const seeded = new Set<string>();
+    for (const [name, sha256] of hashes) {
+      const members = packagesNamed(name);
+      if (members.length === 0) continue;
+      this.#byName.set(name, { shard: { name, sha256, hex: _hex(sha256) }, members });
+      seeded.add(name);
+    }
+    return seeded;
+  }
+
+  /** Forgets the shard of `name`, so that the next refresh builds it. */
+  forget(name: string): void {
+    this.#byName.delete(name);
   }
 
   /** Names holding a shard that `isCurrent` does not know any more. */

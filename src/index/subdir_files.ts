@@ -24,6 +24,7 @@ import type { JsonObject } from "../package/package_metadata.ts";
 import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
 import {
   buildShardIndex,
+  parseShardIndex,
   type Shard,
   SHARD_INDEX_FILE,
   shardPath,
@@ -109,10 +110,17 @@ export class SubdirFiles {
     const names = state.dirtyNames === "all"
       ? new Set([...index.names(), ...state.shards.staleNames(() => false)])
       : state.dirtyNames;
-    state.shards.refresh((name) => index.packagesNamed(name), names);
+    const packagesNamed = (name: string) => index.packagesNamed(name);
+    state.shards.refresh(packagesNamed, names);
     state.shardFiles ??= await this.#listShards(subdir);
+    // A shard taken from the index on disk whose file is gone is built again.
+    const lost = [...state.shards.shards()].filter((shard) =>
+      !shard.bytes && !state.shardFiles!.has(shard.hex)
+    );
+    for (const shard of lost) state.shards.forget(shard.name);
+    state.shards.refresh(packagesNamed, lost.map((shard) => shard.name));
     const missing = [...state.shards.shards()].filter((shard) =>
-      state.shardFiles!.get(shard.hex) !== shard.bytes.length
+      shard.bytes && state.shardFiles!.get(shard.hex) !== shard.bytes.length
     );
     await this.#writeShards(subdir, missing, state);
     state.dirtyNames = new Set();
@@ -196,25 +204,42 @@ export class SubdirFiles {
 
   /**
    * Whether a derived file of `subdir` is missing or older than its
-   * `repodata.json` (a crash between the renames), or a shard the state
-   * names is missing or of the wrong size.
+   * `repodata.json` (a crash between the renames), or a shard is missing.
+   * A state just read from disk takes its shards from the shard index on
+   * disk (in step with `repodata.json`, as the mtimes say) instead of
+   * building them all: only names it lacks are built, at the next write.
    */
   async stale(subdir: string, state: SubdirState | undefined): Promise<boolean> {
     const [json, ...derived] = await Promise.all(
       ["repodata.json", ...DERIVED_FILES].map((name) => this.#storage.stat(`${subdir}/${name}`)),
     );
-    if (derived.some((entry) => !entry || (json !== undefined && entry.mtimeMs < json.mtimeMs))) {
+    // index.html is written beside repodata.json, the others after it.
+    const behind = (entry: ChannelEntry | undefined, i: number) =>
+      !entry || (DERIVED_FILES[i] !== "index.html" && json !== undefined &&
+        entry.mtimeMs < json.mtimeMs);
+    if (derived.some(behind)) return true;
+    if (!state) return false;
+    const index = state.index;
+    if (state.dirtyNames === "all") {
+      let hashes: Map<string, Uint8Array>;
+      try {
+        hashes = parseShardIndex(
+          await this.#storage.readFile(`${subdir}/${SHARD_INDEX_FILE}`) ??
+            new Uint8Array(),
+        );
+      } catch {
+        return true;
+      }
+      const seeded = state.shards.seed((name) => index.packagesNamed(name), hashes);
+      state.dirtyNames = new Set([...index.names()].filter((name) => !seeded.has(name)));
+      if (state.dirtyNames.size > 0 || seeded.size !== hashes.size) return true;
+    } else if (state.dirtyNames.size > 0) {
       return true;
     }
-    if (!state) return false;
-    // Shards are checked by size: they are written without an fsync each.
-    const index = state.index;
-    const names = state.dirtyNames === "all" ? index.names() : state.dirtyNames;
-    state.shards.refresh((name) => index.packagesNamed(name), names);
-    state.dirtyNames = new Set();
+    // Every shard file is synced before an index names it: present means complete.
     state.shardFiles = await this.#listShards(subdir);
     for (const shard of state.shards.shards()) {
-      if (state.shardFiles.get(shard.hex) !== shard.bytes.length) return true;
+      if (!state.shardFiles.has(shard.hex)) return true;
     }
     return false;
   }
@@ -226,20 +251,17 @@ export class SubdirFiles {
   }
 
   /**
-   * Writes new shard files, a few at a time. A single shard (an upload) is
-   * synced like every index file; a bulk rewrite (start-up, reconcile) is
-   * not, and a shard a crash left short is found by size and written again.
+   * Writes new shard files, a few at a time, each synced before it is
+   * renamed into place (so a shard file that exists is complete).
    */
   async #writeShards(subdir: string, shards: Shard[], state: SubdirState): Promise<void> {
-    const durable = shards.length <= SHARD_WRITE_CONCURRENCY;
     let next = 0;
     const worker = async () => {
       while (next < shards.length) {
         const shard = shards[next++]!;
-        await this.#storage.writeFileAtomic(`${subdir}/${shardPath(shard.hex)}`, shard.bytes, {
-          durable,
-        });
-        state.shardFiles!.set(shard.hex, shard.bytes.length);
+        const bytes = shard.bytes!;
+        await this.#storage.writeFileAtomic(`${subdir}/${shardPath(shard.hex)}`, bytes);
+        state.shardFiles!.set(shard.hex, bytes.length);
         state.unreferencedSince?.delete(shard.hex);
       }
     };
