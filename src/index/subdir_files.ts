@@ -126,6 +126,11 @@ export class SubdirFiles {
     state.dirtyNames = new Set();
 
     const json = index.toRepodataJson();
+    // A new subdir gets its .zst before repodata.json too, so that a client
+    // that sees repodata.json never misses the .zst (written again below,
+    // so that it is not older than repodata.json).
+    let zst = state.diskStat === undefined ? this.#zstd(json) : undefined;
+    if (zst) await this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst);
     const html = this.#storage.writeFileAtomic(`${subdir}/index.html`, index.toIndexHtml(), {
       durable: false,
     });
@@ -136,19 +141,21 @@ export class SubdirFiles {
         state.diskStat = await this.#storage.stat(`${subdir}/repodata.json`);
       });
     // The CPU work overlaps the write and fsync of repodata.json.
-    const zst = this.#zstd(json);
+    zst ??= this.#zstd(json);
     const runExports = index.toRunExportsJson();
     const runExportsZst = this.#zstd(runExports);
     const shardIndex = buildShardIndex(subdir, state.shards.shards());
     const outcomes = await Promise.allSettled([
-      jsonWritten.then(() =>
-        Promise.all([
-          this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst),
-          this.#storage.writeFileAtomic(`${subdir}/${SHARD_INDEX_FILE}`, shardIndex),
-          this.#storage.writeFileAtomic(`${subdir}/run_exports.json`, runExports),
-          this.#storage.writeFileAtomic(`${subdir}/run_exports.json.zst`, runExportsZst),
-        ])
-      ),
+      // The .zst first, alone: clients that saw repodata.json ask for it next.
+      jsonWritten
+        .then(() => this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst))
+        .then(() =>
+          Promise.all([
+            this.#storage.writeFileAtomic(`${subdir}/${SHARD_INDEX_FILE}`, shardIndex),
+            this.#storage.writeFileAtomic(`${subdir}/run_exports.json`, runExports),
+            this.#storage.writeFileAtomic(`${subdir}/run_exports.json.zst`, runExportsZst),
+          ])
+        ),
       html,
     ]);
     for (const outcome of outcomes) if (outcome.status === "rejected") throw outcome.reason;
