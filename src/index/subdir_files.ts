@@ -2,11 +2,11 @@
  * The files of one subdir's index on disk, written from and read back into
  * a {@linkcode SubdirState}:
  *
- * | file                                        | written                                      |
- * | ------------------------------------------- | -------------------------------------------- |
- * | `shards/<sha256>.msgpack.zst`               | first: new shards, each once, never replaced |
- * | `repodata.json`                             | then, with `index.html` (not synced)         |
- * | `repodata.json.zst`, `repodata_shards.msgpack.zst`, `run_exports.json`, `run_exports.json.zst` | once `repodata.json` is in place |
+ * 1. new shard files `shards/<sha256>.msgpack.zst`, each once, synced, never replaced;
+ * 2. `repodata.json` (with `index.html`, not synced), for a new subdir
+ *    preceded by its `repodata.json.zst`;
+ * 3. `repodata.json.zst`;
+ * 4. `repodata_shards.msgpack.zst`, `run_exports.json` and `run_exports.json.zst`.
  *
  * Every file is replaced atomically. Shards come first, so an index never
  * names a shard that is not there; the derived files come after
