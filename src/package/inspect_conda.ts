@@ -17,7 +17,9 @@ import {
 import { TarReader } from "./tar_reader.ts";
 import { readZipDirectory, type ZipMember, zipMemberDataOffset } from "./zip_reader.ts";
 
-const READ_CHUNK = 1024 * 1024;
+const READ_CHUNK = 64 * 1024;
+/** Bytes read per step of the checksum pass, into one reused buffer. */
+const CHECK_CHUNK = 256 * 1024;
 const INFO_MEMBER = /^info-[^/\\]*\.tar\.zst$/;
 
 /** Yields `length` bytes of `file` from `offset`, a chunk at a time. */
@@ -123,6 +125,34 @@ async function* _through(
   }
 }
 
+/** CRC-32 and length of `length` bytes of `file` from `offset`, read into `buffer`. */
+async function _crcOfRange(
+  file: Deno.FsFile,
+  offset: number,
+  length: number,
+  buffer: Uint8Array,
+): Promise<[crc: number, read: number]> {
+  try {
+    await file.seek(offset, Deno.SeekMode.Start);
+  } catch (error) {
+    throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
+  }
+  let crc = 0;
+  let read = 0;
+  while (read < length) {
+    let n: number | null;
+    try {
+      n = await file.read(buffer.subarray(0, Math.min(buffer.length, length - read)));
+    } catch (error) {
+      throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
+    }
+    if (n === null || n === 0) break;
+    crc = zlib.crc32(buffer.subarray(0, n), crc);
+    read += n;
+  }
+  return [crc, read];
+}
+
 function _pickInfoMember(members: ZipMember[], stem: string): ZipMember {
   const exact = members.find((m) => m.name === `info-${stem}.tar.zst`);
   const member = exact ?? members.find((m) => INFO_MEMBER.test(m.name));
@@ -200,18 +230,24 @@ export async function verifyZipChecksums(
   size: number,
   members: readonly ZipMember[],
 ): Promise<void> {
+  // One buffer for the whole pass: a GiB read in fresh chunks would pile up
+  // garbage faster than the small young generation collects it.
+  const buffer = new Uint8Array(CHECK_CHUNK);
   for (const member of members) {
     if (member.method !== 0 && member.method !== 8) continue; // refused when it is the info member
     let crc = 0;
     let length = 0;
     try {
       const offset = await zipMemberDataOffset(file, member, size);
-      let data: AsyncIterable<Uint8Array> = _readRange(file, offset, member.compressedSize);
-      if (member.method === 8) data = _through(zlib.createInflateRaw(), data);
-      for await (const chunk of data) {
-        crc = zlib.crc32(chunk, crc);
-        length += chunk.length;
-        if (length > member.size) break;
+      if (member.method === 0) {
+        [crc, length] = await _crcOfRange(file, offset, member.compressedSize, buffer);
+      } else {
+        const compressed = _readRange(file, offset, member.compressedSize);
+        for await (const chunk of _through(zlib.createInflateRaw(), compressed)) {
+          crc = zlib.crc32(chunk, crc);
+          length += chunk.length;
+          if (length > member.size) break;
+        }
       }
     } catch (error) {
       throw packageError(error, `corrupt zip member ${member.name}`);
