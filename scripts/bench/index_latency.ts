@@ -1,5 +1,6 @@
 /**
- * Measurement 4: how long the built-in index takes to take in one upload.
+ * Measurement 4: how long the built-in index takes to take in one upload
+ * (every index file of the subdir, its name's shard and the shard index included).
  * The server answers 201 only after the index files are written, and logs
  * no index timing, so `BuiltinIndex.add()` is timed in process on channels
  * whose `linux-64/repodata.json` already holds 100, 1,000 and 10,000
@@ -133,9 +134,9 @@ export async function benchIndexLatency(context: BenchContext): Promise<void> {
       medians.set(count, oursMs);
       const largest = count === Math.max(...context.plan.indexSizes);
       context.rows.push({
-        what: `4. index add() median, ${countLabel(count)} records (${
-          (repodata.length / 1e6).toFixed(2)
-        } MB repodata.json)`,
+        what: `4. index add() median (shards, run_exports.json included), ${
+          countLabel(count)
+        } records (${(repodata.length / 1e6).toFixed(2)} MB repodata.json)`,
         ours: figure(oursMs, "ms"),
         reference: figure(referenceMs, "ms"),
         ratio: times(oursMs / referenceMs),
