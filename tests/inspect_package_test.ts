@@ -738,3 +738,41 @@ Deno.test("inspectPackage() reads paths.json flags and the recipe's source in th
     }
   });
 });
+
+Deno.test("inspectPackage() checks every block CRC of a small .tar.bz2, and only info/ of a larger one", async () => {
+  await withTempDir(async (dir) => {
+    const spec: PackageSpec = { ...FOO, format: ".tar.bz2" };
+    const path = join(dir, packageFilename(spec));
+    // 3 MiB: the flip at 60 % lands in a later bzip2 block than info/
+    await writeLargePackage(path, spec, 3 * 1024 * 1024);
+    const bytes = await Deno.readFile(path);
+    const at = Math.floor(bytes.length * 0.6);
+    bytes[at]! ^= 0x55;
+    await assertPackageError(
+      inspectBytes(dir, bytes, packageFilename(spec), { maxWholeBzip2Bytes: bytes.length }),
+      422,
+      /corrupt bzip2 data .*CRC/,
+    );
+    // over the size bound (or without checksums) the payload is not decoded
+    for (const options of [{ maxWholeBzip2Bytes: bytes.length - 1 }, { verifyChecksums: false }]) {
+      const metadata = await inspectBytes(dir, bytes, packageFilename(spec), options);
+      assert.equal(metadata.name, "foo");
+    }
+  });
+});
+
+Deno.test("inspectPackage() stops checking, and refuses nothing, when a small .tar.bz2 decompresses to a lot", async () => {
+  await withTempDir(async (dir) => {
+    // info/ first, then 64 MiB of zeros: a few kB of bzip2
+    const tar = buildTar([
+      { name: "info/index.json", data: JSON.stringify(indexJson(FOO)) },
+      { name: "lib/zeros.bin", data: new Uint8Array(64 * 1024 * 1024) },
+    ]);
+    const packed = await bzip2Compress(tar);
+    assert.ok(packed.length < 64 * 1024, `${packed.length} bytes`);
+    const metadata = await inspectBytes(dir, packed, "foo-1.2.3-h1234_0.tar.bz2", {
+      maxWholeBzip2Bytes: 256 * 1024,
+    });
+    assert.equal(metadata.name, "foo");
+  });
+});

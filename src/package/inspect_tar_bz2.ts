@@ -7,7 +7,12 @@
  */
 
 import Bunzip from "seek-bzip";
-import { DEFAULT_MAX_SCANNED_BYTES, InfoCollector, type InspectOptions } from "./info_collector.ts";
+import {
+  DEFAULT_MAX_SCANNED_BYTES,
+  DEFAULT_MAX_WHOLE_BZIP2_BYTES,
+  InfoCollector,
+  type InspectOptions,
+} from "./info_collector.ts";
 import {
   packageError,
   PackageFormatError,
@@ -120,6 +125,8 @@ class _FileSource {
 
 /** Decoder output: buffered, counted, and fed to the tar reader. */
 class _Sink {
+  /** Bytes decoded after the info/ section, only for their CRCs. */
+  checkedAfterInfo = 0;
   #buffer = new Uint8Array(OUTPUT_CHUNK);
   #fill = 0;
   #scanned = 0;
@@ -141,8 +148,11 @@ class _Sink {
     if (this.#fill === 0) return;
     const chunk = this.#buffer.subarray(0, this.#fill);
     this.#fill = 0;
-    // once the tar reader is done, the rest of the block is decoded only for its CRC
-    if (this.#tar.done) return;
+    // once the tar reader is done, the rest is decoded only for the CRCs
+    if (this.#tar.done) {
+      this.checkedAfterInfo += chunk.length;
+      return;
+    }
     this.#scanned += chunk.length;
     this.#tar.push(chunk);
     if (!this.#tar.done && this.#scanned > this.#maxScanned) {
@@ -207,13 +217,19 @@ export async function readTarBz2Info(
   const collector = new InfoCollector(options);
   const tar = new TarReader(collector);
   const sink = new _Sink(tar, options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES);
+  // A small file is decoded whole, so that every block CRC is checked, as
+  // long as it does not decompress to more than 16 times the size bound
+  // (highly compressible payloads): past that, checking stops, nothing is refused.
+  const wholeBytes = options.maxWholeBzip2Bytes ?? DEFAULT_MAX_WHOLE_BZIP2_BYTES;
+  const wholeFile = options.verifyChecksums !== false && size <= wholeBytes;
+  const checking = () => wholeFile && sink.checkedAfterInfo <= 16 * wholeBytes;
   try {
     const source = new _FileSource(file, size);
     await source.prefetch();
     const decoder = new BunzipDecoder(source, sink);
     let blocksInStream = 0;
     let emptyStreams = 0;
-    while (!tar.done) {
+    while (!tar.done || checking()) {
       await source.prefetch();
       if (decoder._init_block()) {
         blocksInStream++;
@@ -241,7 +257,7 @@ export async function readTarBz2Info(
       await _yield();
       decoder._start_bunzip(source, sink); // the next stream of a multi-stream file
     }
-    // Reading stopped after the info/ section: the rest of the file is not
+    // Reading may stop after the info/ section: the rest of the file is not
     // decoded, but a file cut short (an interrupted upload) lacks its last
     // stream's end-of-stream trailer.
     if (!await _endsWithStreamTrailer(file, size)) {
