@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { BuiltinIndex } from "../src/index/builtin_index.ts";
 import { canonicalJson } from "../src/index/repodata_record.ts";
 import { createLogger } from "../src/log.ts";
-import { inspectPackage } from "../src/package/inspect_package.ts";
 import type { PackageRecordSource } from "../src/package/package_metadata.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import {
@@ -15,45 +13,10 @@ import {
   type PackageSpec,
   writePackage,
 } from "./helpers/conda_package.ts";
+import { hexDigest, publish, type TempChannel, tempChannel } from "./helpers/temp_channel.ts";
 
 const EMPTY_NOARCH =
   '{"info":{"subdir":"noarch"},"packages":{},"packages.conda":{},"removed":[],"repodata_version":1}';
-
-interface TempChannel extends AsyncDisposable {
-  root: string;
-  storage: ChannelStorage;
-}
-
-async function tempChannel(): Promise<TempChannel> {
-  const root = await Deno.makeTempDir({ prefix: "builtin-index-" });
-  return {
-    root,
-    storage: await ChannelStorage.open(root),
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(root, { recursive: true });
-    },
-  };
-}
-
-function hex(algorithm: string, bytes: Uint8Array): string {
-  return createHash(algorithm).update(bytes).digest("hex");
-}
-
-/** Writes a real package into its subdir and returns what the upload path would hand to add(). */
-async function publish(channel: TempChannel, spec: PackageSpec): Promise<PackageRecordSource> {
-  const dir = join(channel.root, spec.subdir ?? "linux-64");
-  await Deno.mkdir(dir, { recursive: true });
-  const path = await writePackage(dir, spec);
-  const filename = packageFilename(spec);
-  const bytes = await Deno.readFile(path);
-  return {
-    filename,
-    size: bytes.length,
-    sha256: hex("sha256", bytes),
-    md5: hex("md5", bytes),
-    metadata: await inspectPackage(path, filename),
-  };
-}
 
 /** A record source without a package file (for bulk tests where the bytes do not matter). */
 function syntheticSource(spec: PackageSpec): PackageRecordSource {
@@ -62,8 +25,8 @@ function syntheticSource(spec: PackageSpec): PackageRecordSource {
   return {
     filename,
     size: 1000 + filename.length,
-    sha256: hex("sha256", new TextEncoder().encode(filename)),
-    md5: hex("md5", new TextEncoder().encode(filename)),
+    sha256: hexDigest("sha256", new TextEncoder().encode(filename)),
+    md5: hexDigest("md5", new TextEncoder().encode(filename)),
     metadata: {
       format: spec.format ?? ".conda",
       name: spec.name,
@@ -104,7 +67,7 @@ async function makeOld(path: string): Promise<void> {
 }
 
 Deno.test("BuiltinIndex.open() creates noarch and channeldata.json in an empty channel", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   await BuiltinIndex.open(channel.storage);
   assert.equal(await readText(channel, "noarch/repodata.json"), EMPTY_NOARCH);
   const zst = await Deno.readFile(join(channel.root, "noarch/repodata.json.zst"));
@@ -117,7 +80,7 @@ Deno.test("BuiltinIndex.open() creates noarch and channeldata.json in an empty c
 });
 
 Deno.test("BuiltinIndex.open() leaves an existing index alone and writes nothing", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const first = await BuiltinIndex.open(channel.storage);
   await first.add(await publish(channel, { name: "foo", version: "1.0" }));
   const before = await Deno.stat(join(channel.root, "linux-64/repodata.json"));
@@ -128,7 +91,7 @@ Deno.test("BuiltinIndex.open() leaves an existing index alone and writes nothing
 });
 
 Deno.test("BuiltinIndex.open() rewrites a .zst older than repodata.json and a missing index.html", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const first = await BuiltinIndex.open(channel.storage);
   await first.add(syntheticSource({ name: "foo", version: "1.0" }));
   // As a crash between the two renames (or a `conda index` without --zst) leaves it.
@@ -145,7 +108,7 @@ Deno.test("BuiltinIndex.open() rewrites a .zst older than repodata.json and a mi
 });
 
 Deno.test("add() resolves once repodata.json, .zst, index.html and channeldata.json hold the record", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   const source = await publish(channel, {
     name: "foo",
@@ -159,8 +122,8 @@ Deno.test("add() resolves once repodata.json, .zst, index.html and channeldata.j
   const record = repodata["packages.conda"]["foo-1.0-0.conda"];
   const bytes = await Deno.readFile(join(channel.root, "linux-64/foo-1.0-0.conda"));
   assert.equal(record.size, bytes.length);
-  assert.equal(record.sha256, hex("sha256", bytes));
-  assert.equal(record.md5, hex("md5", bytes));
+  assert.equal(record.sha256, hexDigest("sha256", bytes));
+  assert.equal(record.md5, hexDigest("md5", bytes));
   // index.json minus arch/platform (dropped), plus the digests
   const { arch: _arch, platform: _platform, ...kept } = indexJson({
     name: "foo",
@@ -191,7 +154,7 @@ Deno.test("add() writes sorted, deterministic bytes with .tar.bz2 in packages an
   ];
   const texts: string[] = [];
   for (const order of [specs, [...specs].reverse()]) {
-    await using channel = await tempChannel();
+    await using channel = await tempChannel("builtin-index-");
     const index = await BuiltinIndex.open(channel.storage);
     for (const spec of order) await index.add(syntheticSource(spec));
     texts.push(await readText(channel, "linux-64/repodata.json"));
@@ -210,7 +173,7 @@ Deno.test("add() writes sorted, deterministic bytes with .tar.bz2 in packages an
 });
 
 Deno.test("add() coalesces 200 concurrent adds into fewer writes, and all are on disk", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   const before = index.writeCount;
   const sources = Array.from(
@@ -227,7 +190,7 @@ Deno.test("add() coalesces 200 concurrent adds into fewer writes, and all are on
 });
 
 Deno.test("add() replaces the record of the same filename", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await index.add(syntheticSource({ name: "foo", version: "1.0", license: "MIT" }));
   await index.add(syntheticSource({ name: "foo", version: "1.0", license: "BSD-3-Clause" }));
@@ -237,7 +200,7 @@ Deno.test("add() replaces the record of the same filename", async () => {
 });
 
 Deno.test("add() refuses a malformed subdir and a non-package filename", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   const badSubdir = syntheticSource({ name: "foo", version: "1.0" });
   badSubdir.metadata.subdir = "../linux-64";
@@ -247,7 +210,7 @@ Deno.test("add() refuses a malformed subdir and a non-package filename", async (
 });
 
 Deno.test("remove() drops the record, and returns false when there is none", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await index.add(syntheticSource({ name: "foo", version: "1.0" }));
   await index.add(syntheticSource({ name: "bar", version: "1.0" }));
@@ -264,7 +227,7 @@ Deno.test("remove() drops the record, and returns false when there is none", asy
 });
 
 Deno.test("BuiltinIndex.open() loads the existing state", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const first = await BuiltinIndex.open(channel.storage);
   await first.add(syntheticSource({ name: "foo", version: "1.0" }));
   await first.add(syntheticSource({ name: "bar", version: "1.0", subdir: "noarch" }));
@@ -278,7 +241,7 @@ Deno.test("BuiltinIndex.open() loads the existing state", async () => {
 });
 
 Deno.test("two BuiltinIndex instances on one channel keep each other's records", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const a = await BuiltinIndex.open(channel.storage);
   const b = await BuiltinIndex.open(await ChannelStorage.open(channel.root));
   const adds: Promise<void>[] = [];
@@ -303,7 +266,7 @@ Deno.test("two BuiltinIndex instances on one channel keep each other's records",
 });
 
 Deno.test("add() rejects when the write fails and leaves the record out of memory", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await index.add(syntheticSource({ name: "ok", version: "1.0" }));
   // A directory where repodata.json.zst should go makes the next write fail.
@@ -327,7 +290,7 @@ Deno.test("add() rejects when the write fails and leaves the record out of memor
 });
 
 Deno.test("reconcile() indexes a package copied in by hand with digests computed from the file", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await Deno.mkdir(join(channel.root, "osx-arm64"));
   const path = await writePackage(join(channel.root, "osx-arm64"), {
@@ -344,13 +307,13 @@ Deno.test("reconcile() indexes a package copied in by hand with digests computed
   const bytes = await Deno.readFile(path);
   const record = (await readRepodata(channel, "osx-arm64")).packages["copied-2.1-0.tar.bz2"];
   assert.equal(record?.size, bytes.length);
-  assert.equal(record?.sha256, hex("sha256", bytes));
-  assert.equal(record?.md5, hex("md5", bytes));
+  assert.equal(record?.sha256, hexDigest("sha256", bytes));
+  assert.equal(record?.md5, hexDigest("md5", bytes));
   assert.equal(record?.subdir, "osx-arm64");
 });
 
 Deno.test("reconcile() drops the record of a package deleted by hand", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await index.add(await publish(channel, { name: "keep", version: "1.0" }));
   await index.add(await publish(channel, { name: "gone", version: "1.0" }));
@@ -364,7 +327,7 @@ Deno.test("reconcile() drops the record of a package deleted by hand", async () 
 });
 
 Deno.test("reconcile() reports a corrupt package in failed and indexes the rest", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const lines: string[] = [];
   const logger = createLogger({ write: (line) => lines.push(line) });
   const index = await BuiltinIndex.open(channel.storage, { logger });
@@ -387,7 +350,7 @@ Deno.test("reconcile() reports a corrupt package in failed and indexes the rest"
 });
 
 Deno.test("reconcile() trusts a consistent channel without reading any package", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   const sources = [
     await publish(channel, { name: "a", version: "1.0" }),
@@ -416,7 +379,7 @@ Deno.test("reconcile() trusts a consistent channel without reading any package",
 });
 
 Deno.test("reconcile() re-reads a package whose size changed or that is newer than the index", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await index.add(await publish(channel, { name: "grows", version: "1.0" }));
   await index.add(await publish(channel, { name: "touched", version: "1.0" }));
@@ -440,12 +403,12 @@ Deno.test("reconcile() re-reads a package whose size changed or that is newer th
   assert.deepEqual(report.added, ["linux-64/grows-1.0-0.conda", "linux-64/touched-1.0-0.conda"]);
   const records = (await readRepodata(channel, "linux-64"))["packages.conda"];
   const grows = await Deno.readFile(join(dir, "grows-1.0-0.conda"));
-  assert.equal(records["grows-1.0-0.conda"]?.sha256, hex("sha256", grows));
+  assert.equal(records["grows-1.0-0.conda"]?.sha256, hexDigest("sha256", grows));
   assert.equal(records["touched-1.0-0.conda"]?.license, "GPL");
 });
 
 Deno.test("BuiltinIndex.open() treats an unreadable repodata.json as empty until reconcile rebuilds it", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const dir = join(channel.root, "linux-64");
   await Deno.mkdir(dir);
   await writePackage(dir, { name: "foo", version: "1.0" });
@@ -463,7 +426,7 @@ Deno.test("BuiltinIndex.open() treats an unreadable repodata.json as empty until
 });
 
 Deno.test("reconcile() writes the index of a subdir that has packages but no repodata.json", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   await Deno.mkdir(join(channel.root, "win-64"));
   await Deno.mkdir(join(channel.root, "not-a-subdir"));
@@ -477,7 +440,7 @@ Deno.test("reconcile() writes the index of a subdir that has packages but no rep
 });
 
 Deno.test("channeldata.json describes each package by its newest version, as conda-index does", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);
   const about = (version: string) => ({
     summary: `Foo ${version}`,
@@ -533,7 +496,7 @@ Deno.test("channeldata.json describes each package by its newest version, as con
 });
 
 Deno.test("channeldata.json keeps about.json fields of packages indexed before a restart", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("builtin-index-");
   const first = await BuiltinIndex.open(channel.storage);
   await first.add(
     await publish(channel, {

@@ -6,49 +6,10 @@
 
 import { decode } from "@msgpack/msgpack";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { zstdDecompressSync } from "node:zlib";
 import { BuiltinIndex, type BuiltinIndexOptions } from "../src/index/builtin_index.ts";
-import { inspectPackage } from "../src/package/inspect_package.ts";
-import type { PackageRecordSource } from "../src/package/package_metadata.ts";
-import { ChannelStorage } from "../src/storage/channel_storage.ts";
-import { packageFilename, type PackageSpec, writePackage } from "./helpers/conda_package.ts";
-
-interface TempChannel extends AsyncDisposable {
-  root: string;
-  storage: ChannelStorage;
-}
-
-async function tempChannel(): Promise<TempChannel> {
-  const root = await Deno.makeTempDir({ prefix: "repodata-shards-" });
-  return {
-    root,
-    storage: await ChannelStorage.open(root),
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(root, { recursive: true });
-    },
-  };
-}
-
-function hex(algorithm: string, bytes: Uint8Array): string {
-  return createHash(algorithm).update(bytes).digest("hex");
-}
-
-async function publish(channel: TempChannel, spec: PackageSpec): Promise<PackageRecordSource> {
-  const dir = join(channel.root, spec.subdir ?? "linux-64");
-  await Deno.mkdir(dir, { recursive: true });
-  const path = await writePackage(dir, spec);
-  const filename = packageFilename(spec);
-  const bytes = await Deno.readFile(path);
-  return {
-    filename,
-    size: bytes.length,
-    sha256: hex("sha256", bytes),
-    md5: hex("md5", bytes),
-    metadata: await inspectPackage(path, filename),
-  };
-}
+import { hexDigest, publish, type TempChannel, tempChannel } from "./helpers/temp_channel.ts";
 
 interface ShardIndex {
   version: number;
@@ -66,7 +27,7 @@ type Records = Record<string, Record<string, unknown>>;
 async function readShard(channel: TempChannel, subdir: string, sha256: Uint8Array) {
   const name = `${Buffer.from(sha256).toString("hex")}.msgpack.zst`;
   const bytes = await Deno.readFile(join(channel.root, subdir, "shards", name));
-  assert.equal(hex("sha256", bytes), hexOf(sha256));
+  assert.equal(hexDigest("sha256", bytes), hexOf(sha256));
   return decode(zstdDecompressSync(bytes)) as {
     packages: Records;
     "packages.conda": Records;
@@ -87,7 +48,7 @@ async function open(channel: TempChannel, options: BuiltinIndexOptions = {}) {
 }
 
 Deno.test("add() writes a shard per package name and a shard index as rattler reads them", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   await index.add(
     await publish(channel, { name: "foo", version: "1.0", runExports: { weak: ["foo"] } }),
@@ -127,7 +88,7 @@ Deno.test("add() writes a shard per package name and a shard index as rattler re
 });
 
 Deno.test("add() changes only that name's shard index entry; shard bytes are deterministic", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   for (const name of ["alpha", "beta", "gamma"]) {
     await index.add(await publish(channel, { name, version: "1.0" }));
@@ -151,7 +112,7 @@ Deno.test("add() changes only that name's shard index entry; shard bytes are det
 });
 
 Deno.test("remove() drops the name from the shard index; old shards are collected after the grace period", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel, { shardGraceMs: 0, shardCollectIntervalMs: 0 });
   await index.add(await publish(channel, { name: "foo", version: "1.0" }));
   await index.add(await publish(channel, { name: "bar", version: "1.0" }));
@@ -170,7 +131,7 @@ Deno.test("remove() drops the name from the shard index; old shards are collecte
 });
 
 Deno.test("run_exports.json lists every package's run exports and survives a restart", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   await index.add(
     await publish(channel, { name: "foo", version: "1.0", runExports: { strong: ["foo >=1.0"] } }),
@@ -206,7 +167,7 @@ Deno.test("run_exports.json lists every package's run exports and survives a res
 });
 
 Deno.test("reconcile() reads again the packages whose run exports are not known", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   await index.add(
     await publish(channel, { name: "foo", version: "1.0", runExports: { weak: ["foo"] } }),
@@ -225,7 +186,7 @@ Deno.test("reconcile() reads again the packages whose run exports are not known"
 });
 
 Deno.test("BuiltinIndex.open() takes the shards from the shard index on disk, and writes a missing one again", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   await index.add(await publish(channel, { name: "foo", version: "1.0" }));
   await index.add(await publish(channel, { name: "bar", version: "1.0" }));
@@ -242,7 +203,7 @@ Deno.test("BuiltinIndex.open() takes the shards from the shard index on disk, an
 });
 
 Deno.test("the index takes a new subdir name, and reconcile leaves other directories alone", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   await index.add(await publish(channel, { name: "foo", version: "1.0", subdir: "linux-fake" }));
   assert.deepEqual(
@@ -260,7 +221,7 @@ Deno.test("the index takes a new subdir name, and reconcile leaves other directo
 });
 
 Deno.test("channeldata.json takes the prefix and link-script flags and the recipe's source, as conda-index", async () => {
-  await using channel = await tempChannel();
+  await using channel = await tempChannel("repodata-shards-");
   const index = await open(channel);
   const paths = {
     paths: [
