@@ -15,6 +15,7 @@
  * @module
  */
 
+import { readAuthFile } from "./read_auth_file.ts";
 import { isTokenHash } from "./token_hash.ts";
 import { quote, type Scope, scopeFromLists, type ScopeLists } from "./token_scope.ts";
 
@@ -116,22 +117,5 @@ function parseLine(fields: string[]): TokenEntry {
  * file F: line 3: ...").
  */
 export async function readTokenFile(path: string): Promise<TokenEntry[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    const reason = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new Error(`Cannot read token hash file ${path}: ${reason}`);
-  }
-  try {
-    return parseTokenFile(text);
-  } catch (error) {
-    throw new Error(`Cannot read token hash file ${path}: ${(error as Error).message}`);
-  }
+  return await readAuthFile(path, "token hash file", parseTokenFile);
 }

@@ -23,6 +23,7 @@
  */
 
 import { matchesEverything } from "./glob_pattern.ts";
+import { readAuthFile } from "./read_auth_file.ts";
 import { quote, type Scope, scopeFromLists, type ScopeLists } from "./token_scope.ts";
 
 /** One trusted publisher. */
@@ -198,20 +199,5 @@ function isHttpsUrl(value: string): boolean {
  * message names the file ("Cannot read trusted publishers file F: ...").
  */
 export async function readTrustedPublishers(path: string): Promise<TrustedPublisher[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    const reason = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new Error(`Cannot read trusted publishers file ${path}: ${reason}`);
-  }
-  try {
-    return parseTrustedPublishers(text);
-  } catch (error) {
-    throw new Error(`Cannot read trusted publishers file ${path}: ${(error as Error).message}`);
-  }
+  return await readAuthFile(path, "trusted publishers file", parseTrustedPublishers);
 }
