@@ -38,6 +38,16 @@ function quetzUpload(
   return server.fetch(path, { method: "POST", headers, body: streamOf(bytes, 1000) });
 }
 
+/** quetzUpload() of `bytes` as `filename`, with the server's key and the bytes' true sha256. */
+function quetzUploadWithKey(
+  server: TestServer,
+  filename: string,
+  bytes: Uint8Array,
+  force = "false",
+): Promise<Response> {
+  return quetzUpload(server, quetzPath(filename, sha256Hex(bytes), force), server.token, bytes);
+}
+
 Deno.test("quetz upload stores streamed packages in both formats, and rattler solves them", async () => {
   await using server = await startTestServer();
   const specs: PackageSpec[] = [
@@ -47,12 +57,7 @@ Deno.test("quetz upload stores streamed packages in both formats, and rattler so
   for (const spec of specs) {
     const bytes = await buildPackage(spec);
     const filename = packageFilename(spec);
-    const response = await quetzUpload(
-      server,
-      quetzPath(filename, sha256Hex(bytes)),
-      server.token,
-      bytes,
-    );
+    const response = await quetzUploadWithKey(server, filename, bytes);
     assert.equal(response.status, 201, await response.clone().text());
     const stored = await response.json();
     assert.equal(stored.sha256, sha256Hex(bytes));
@@ -166,12 +171,7 @@ Deno.test("quetz upload answers 404 for another channel and 413 for a chunked bo
     version: "1.0",
     files: { "lib/blob.bin": crypto.getRandomValues(new Uint8Array(48 * 1024)) },
   });
-  const tooBig = await quetzUpload(
-    server,
-    quetzPath("quetz-big-1.0-0.conda", sha256Hex(big)),
-    server.token,
-    big,
-  );
+  const tooBig = await quetzUploadWithKey(server, "quetz-big-1.0-0.conda", big);
   assert.equal(tooBig.status, 413);
   await tooBig.body?.cancel();
   assert.deepEqual(await channelPackages(server.channelRoot), []);
@@ -185,49 +185,24 @@ Deno.test("quetz upload answers 409 for a duplicate, 403 for a refused force=tru
   const filename = packageFilename(spec);
   {
     await using server = await startTestServer();
-    const ok = await quetzUpload(
-      server,
-      quetzPath(filename, sha256Hex(first)),
-      server.token,
-      first,
-    );
+    const ok = await quetzUploadWithKey(server, filename, first);
     assert.equal(ok.status, 201);
     await ok.body?.cancel();
-    const duplicate = await quetzUpload(
-      server,
-      quetzPath(filename, sha256Hex(second)),
-      server.token,
-      second,
-    );
+    const duplicate = await quetzUploadWithKey(server, filename, second);
     assert.equal(duplicate.status, 409);
     await duplicate.body?.cancel();
-    const forced = await quetzUpload(
-      server,
-      quetzPath(filename, sha256Hex(second), "true"),
-      server.token,
-      second,
-    );
+    const forced = await quetzUploadWithKey(server, filename, second, "true");
     assert.equal(forced.status, 403);
     await forced.body?.cancel();
     assert.equal((await servedRecord(server, `linux-64/${filename}`))?.sha256, sha256Hex(first));
   }
   {
     await using server = await startTestServer({ flags: { allowOverwrite: true } });
-    const ok = await quetzUpload(
-      server,
-      quetzPath(filename, sha256Hex(first)),
-      server.token,
-      first,
-    );
+    const ok = await quetzUploadWithKey(server, filename, first);
     assert.equal(ok.status, 201);
     await ok.body?.cancel();
     const etagBefore = await servedEtag(server, `linux-64/${filename}`);
-    const forced = await quetzUpload(
-      server,
-      quetzPath(filename, sha256Hex(second), "true"),
-      server.token,
-      second,
-    );
+    const forced = await quetzUploadWithKey(server, filename, second, "true");
     await assertReplaced(server, forced, `linux-64/${filename}`, second, etagBefore);
   }
 });
