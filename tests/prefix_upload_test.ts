@@ -19,7 +19,7 @@ import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { UploadService } from "../src/upload/upload_service.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { solveWithRattler } from "./helpers/rattler_solve.ts";
-import { snapshotDirectory, startTestServer } from "./helpers/test_server.ts";
+import { snapshotDirectory, startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
   assertReplaced,
   channelPackages,
@@ -55,6 +55,17 @@ function rattlerUpload(
   return fetcher(path, { method: "POST", headers, body: form.body as Uint8Array<ArrayBuffer> });
 }
 
+/** rattlerUpload() to the test server with its own token (at UPLOAD_PATH unless `path` says). */
+function uploadWithToken(
+  server: TestServer,
+  filename: string,
+  bytes: Uint8Array,
+  options: Parameters<typeof rattlerPrefixForm>[2] = {},
+  path = UPLOAD_PATH,
+): Promise<Response> {
+  return rattlerUpload(server.fetch, path, server.token, filename, bytes, options);
+}
+
 Deno.test("POST /api/v1/upload/<channel> stores packages sent as rattler-build sends them, and rattler solves them", async () => {
   await using server = await startTestServer();
   const conda: PackageSpec = { name: "prefix-app", version: "1.2.0", depends: ["prefix-lib"] };
@@ -66,13 +77,7 @@ Deno.test("POST /api/v1/upload/<channel> stores packages sent as rattler-build s
   };
   for (const spec of [conda, bz2]) {
     const bytes = await buildPackage(spec);
-    const response = await rattlerUpload(
-      server.fetch,
-      UPLOAD_PATH,
-      server.token,
-      packageFilename(spec),
-      bytes,
-    );
+    const response = await uploadWithToken(server, packageFilename(spec), bytes);
     assert.equal(response.status, 201, await response.clone().text());
     const stored = await response.json();
     assert.equal(stored.filename, packageFilename(spec));
@@ -102,14 +107,7 @@ Deno.test("POST /api/v1/upload/<channel> ignores an attestation part and keeps n
   const spec: PackageSpec = { name: "attested", version: "1.0" };
   const bytes = await buildPackage(spec);
   const attestation = JSON.stringify({ mediaType: "application/vnd.dev.sigstore.bundle+json" });
-  const response = await rattlerUpload(
-    server.fetch,
-    UPLOAD_PATH,
-    server.token,
-    packageFilename(spec),
-    bytes,
-    { attestation },
-  );
+  const response = await uploadWithToken(server, packageFilename(spec), bytes, { attestation });
   assert.equal(response.status, 201, await response.clone().text());
   await response.body?.cancel();
   for (const line of await snapshotDirectory(server.channelRoot)) {
@@ -189,14 +187,9 @@ Deno.test("POST /api/v1/upload/<channel> refuses a sha256 mismatch and leaves no
   const spec: PackageSpec = { name: "mismatch", version: "1.0" };
   const bytes = await buildPackage(spec);
   const before = await snapshotDirectory(server.channelRoot);
-  const response = await rattlerUpload(
-    server.fetch,
-    UPLOAD_PATH,
-    server.token,
-    packageFilename(spec),
-    bytes,
-    { sha256: "0".repeat(64) },
-  );
+  const response = await uploadWithToken(server, packageFilename(spec), bytes, {
+    sha256: "0".repeat(64),
+  });
   assert.equal(response.status, 400);
   assert.match(await response.text(), /^Cannot accept artifact: sha256 mismatch/);
   assert.deepEqual(await snapshotDirectory(server.channelRoot), before);
@@ -209,19 +202,19 @@ Deno.test("POST /api/v1/upload/<channel> checks the part's X-File-Name and Conte
   const bytes = await buildPackage(spec);
   const filename = packageFilename(spec);
 
-  const renamed = await rattlerUpload(server.fetch, UPLOAD_PATH, server.token, filename, bytes, {
+  const renamed = await uploadWithToken(server, filename, bytes, {
     fileNameHeader: "other-1.0-0.conda",
   });
   assert.equal(renamed.status, 400);
   assert.match(await renamed.text(), /X-File-Name "other-1.0-0.conda" differs/);
 
-  const short = await rattlerUpload(server.fetch, UPLOAD_PATH, server.token, filename, bytes, {
+  const short = await uploadWithToken(server, filename, bytes, {
     partLength: String(bytes.length + 1),
   });
   assert.equal(short.status, 400);
   assert.match(await short.text(), /declared \d+ bytes but \d+ arrived/);
 
-  const huge = await rattlerUpload(server.fetch, UPLOAD_PATH, server.token, filename, bytes, {
+  const huge = await uploadWithToken(server, filename, bytes, {
     partLength: String(10 * 1024 * 1024),
   });
   assert.equal(huge.status, 413);
@@ -234,12 +227,12 @@ Deno.test("POST /api/v1/upload/<channel> checks the part's X-File-Name and Conte
 Deno.test("POST /api/v1/upload/<channel> answers 404 for another channel", async () => {
   await using server = await startTestServer();
   const bytes = await buildPackage({ name: "elsewhere", version: "1.0" });
-  const response = await rattlerUpload(
-    server.fetch,
-    "/api/v1/upload/conda-forge",
-    server.token,
+  const response = await uploadWithToken(
+    server,
     "elsewhere-1.0-0.conda",
     bytes,
+    {},
+    "/api/v1/upload/conda-forge",
   );
   assert.equal(response.status, 404);
   assert.equal(await response.text(), 'Cannot upload: no channel named "conda-forge" here\n');
@@ -256,25 +249,13 @@ Deno.test("POST /api/v1/upload/<channel> answers 409 for a duplicate, 403 for a 
   {
     await using server = await startTestServer();
     assert.equal(
-      (await rattlerUpload(server.fetch, UPLOAD_PATH, server.token, filename, first)).status,
+      (await uploadWithToken(server, filename, first)).status,
       201,
     );
-    const duplicate = await rattlerUpload(
-      server.fetch,
-      UPLOAD_PATH,
-      server.token,
-      filename,
-      second,
-    );
+    const duplicate = await uploadWithToken(server, filename, second);
     assert.equal(duplicate.status, 409);
     assert.match(await duplicate.text(), /already exists/);
-    const forced = await rattlerUpload(
-      server.fetch,
-      `${UPLOAD_PATH}?force=true`,
-      server.token,
-      filename,
-      second,
-    );
+    const forced = await uploadWithToken(server, filename, second, {}, `${UPLOAD_PATH}?force=true`);
     assert.equal(forced.status, 403);
     assert.match(await forced.text(), /--allow_overwrite/);
     assert.equal((await servedRecord(server, `linux-64/${filename}`))?.sha256, sha256Hex(first));
@@ -282,20 +263,14 @@ Deno.test("POST /api/v1/upload/<channel> answers 409 for a duplicate, 403 for a 
   {
     await using server = await startTestServer({ flags: { allowOverwrite: true } });
     assert.equal(
-      (await rattlerUpload(server.fetch, UPLOAD_PATH, server.token, filename, first)).status,
+      (await uploadWithToken(server, filename, first)).status,
       201,
     );
     const etagBefore = await servedEtag(server, `linux-64/${filename}`);
-    const unforced = await rattlerUpload(server.fetch, UPLOAD_PATH, server.token, filename, second);
+    const unforced = await uploadWithToken(server, filename, second);
     assert.equal(unforced.status, 409);
     await unforced.body?.cancel();
-    const forced = await rattlerUpload(
-      server.fetch,
-      `${UPLOAD_PATH}?force=true`,
-      server.token,
-      filename,
-      second,
-    );
+    const forced = await uploadWithToken(server, filename, second, {}, `${UPLOAD_PATH}?force=true`);
     await assertReplaced(server, forced, `linux-64/${filename}`, second, etagBefore);
     const served = await (await server.fetch(`/linux-64/${filename}`)).bytes();
     assert.equal(sha256Hex(served), sha256Hex(second));
