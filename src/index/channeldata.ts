@@ -12,6 +12,7 @@
  * @module
  */
 
+import { POST_INSTALL_FLAGS } from "../package/channeldata_hints.ts";
 import { compareCondaVersions } from "../package/conda_version.ts";
 import type { JsonObject } from "../package/package_metadata.ts";
 import { canonicalJson } from "./repodata_record.ts";
@@ -39,16 +40,11 @@ export const CHANNELDATA_FIELDS: readonly string[] = [
   "recipe_origin",
 ];
 
-/** Booleans true when any package of the name has them (false when unknown). */
-export const CHANNELDATA_FLAGS: readonly string[] = [
-  "binary_prefix",
-  "text_prefix",
-  "activate.d",
-  "deactivate.d",
-  "pre_link",
-  "post_link",
-  "pre_unlink",
-];
+/**
+ * Booleans true when any package of the name has them (false when unknown):
+ * the post-install flags read from each package's `info/paths.json`.
+ */
+export const CHANNELDATA_FLAGS: readonly string[] = POST_INSTALL_FLAGS;
 
 /** One indexed package and the subdir that holds it. */
 export interface ChanneldataInput {
