@@ -10,9 +10,9 @@
 
 import { ConfigError } from "./config.ts";
 import { BuiltinIndex } from "./index/builtin_index.ts";
-import type { ChannelIndexer } from "./index/channel_indexer.ts";
+import type { ChannelIndexer, ReconcileReport } from "./index/channel_indexer.ts";
 import { CondaExeIndex } from "./index/conda_exe_index.ts";
-import type { Logger } from "./log.ts";
+import type { LogFields, Logger } from "./log.ts";
 import type { NamedChannel } from "./named_channels.ts";
 import { ChannelStorage } from "./storage/channel_storage.ts";
 
@@ -82,10 +82,32 @@ async function openIndexer(
     return new CondaExeIndex(options.condaExe, storage, { logger });
   }
   const index = await BuiltinIndex.open(storage, { logger });
+  await reconcileAndLog(index, logger, "index reconciled", { channel: name });
+  return index;
+}
+
+/**
+ * Brings `indexer` in line with the package files present and logs how it
+ * went: a warning for each package left out of the index, then `message`
+ * with the counts; every line carries `fields` (e.g. the channel's name).
+ */
+export async function reconcileAndLog(
+  indexer: ChannelIndexer,
+  logger: Logger,
+  message: string,
+  fields: LogFields = {},
+): Promise<ReconcileReport> {
   const started = performance.now();
-  const report = await index.reconcile();
-  logger.info("index reconciled", {
-    channel: name,
+  const report = await indexer.reconcile();
+  for (const failure of report.failed) {
+    logger.warn("package left out of the index", {
+      ...fields,
+      path: failure.path,
+      reason: failure.reason,
+    });
+  }
+  logger.info(message, {
+    ...fields,
     subdirs: report.subdirs.length,
     added: report.added.length,
     removed: report.removed.length,
@@ -93,12 +115,5 @@ async function openIndexer(
     unchanged: report.unchanged,
     ms: Math.round(performance.now() - started),
   });
-  for (const failure of report.failed) {
-    logger.warn("package left out of the index", {
-      channel: name,
-      path: failure.path,
-      reason: failure.reason,
-    });
-  }
-  return index;
+  return report;
 }

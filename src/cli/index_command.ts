@@ -11,6 +11,7 @@ import { CondaExeIndex } from "../index/conda_exe_index.ts";
 import type { Logger } from "../log.ts";
 import { ChannelStorage } from "../storage/channel_storage.ts";
 import { ConfigError } from "../config.ts";
+import { reconcileAndLog } from "../open_channel.ts";
 
 /** Reconciles the channel at `root` (with `conda index` when `condaExe` is given). */
 export async function runIndexCommand(
@@ -24,21 +25,8 @@ export async function runIndexCommand(
   } catch (error) {
     throw new ConfigError(error instanceof Error ? error.message : String(error));
   }
-  const started = performance.now();
   const indexer = condaExe === undefined
     ? await BuiltinIndex.open(storage, { logger })
     : new CondaExeIndex(condaExe, storage, { logger });
-  const report = await indexer.reconcile();
-  for (const failure of report.failed) {
-    logger.warn("package left out of the index", { path: failure.path, reason: failure.reason });
-  }
-  logger.info("index done", {
-    subdirs: report.subdirs.length,
-    added: report.added.length,
-    removed: report.removed.length,
-    failed: report.failed.length,
-    unchanged: report.unchanged,
-    ms: Math.round(performance.now() - started),
-  });
-  return report;
+  return await reconcileAndLog(indexer, logger, "index done");
 }
