@@ -10,23 +10,19 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { BuiltinIndex } from "../../src/index/builtin_index.ts";
 import type { PackageRecordSource } from "../../src/package/package_metadata.ts";
 import { ChannelStorage } from "../../src/storage/channel_storage.ts";
 import { type BenchContext, countLabel, removeAll } from "./bench_context.ts";
 import { figure, times } from "./report_table.ts";
+import { seedDigest, writeRepodata } from "./synthetic_repodata.ts";
 import { median } from "./stats.ts";
 
 const SUBDIR = "linux-64";
 const WARM_UP_ADDS = 3;
 /** Median add() latency allowed at the largest index. */
 const TARGET_MS = 50;
-
-function _hex(text: string, algorithm: "sha256" | "md5"): string {
-  return createHash(algorithm).update(text).digest("hex");
-}
 
 /** `info/index.json` of a package as conda-build writes it. */
 function _indexJson(name: string, version: string): Record<string, unknown> {
@@ -48,7 +44,12 @@ function _indexJson(name: string, version: string): Record<string, unknown> {
 function _record(name: string, version: string): Record<string, unknown> {
   const { arch: _arch, platform: _platform, ...record } = _indexJson(name, version);
   const seed = `${name}-${version}`;
-  return { ...record, md5: _hex(seed, "md5"), sha256: _hex(seed, "sha256"), size: 123456 };
+  return {
+    ...record,
+    md5: seedDigest(seed, "md5"),
+    sha256: seedDigest(seed, "sha256"),
+    size: 123456,
+  };
 }
 
 function _source(name: string, version: string): PackageRecordSource {
@@ -56,8 +57,8 @@ function _source(name: string, version: string): PackageRecordSource {
   return {
     filename: `${name}-${version}-0.conda`,
     size: 123456,
-    sha256: _hex(seed, "sha256"),
-    md5: _hex(seed, "md5"),
+    sha256: seedDigest(seed, "sha256"),
+    md5: seedDigest(seed, "md5"),
     metadata: {
       format: ".conda",
       name,
@@ -79,17 +80,7 @@ async function _writeChannel(root: string, count: number): Promise<void> {
     const version = `1.${Math.floor(i / names)}`;
     packages[`${name}-${version}-0.conda`] = _record(name, version);
   }
-  await Deno.mkdir(join(root, SUBDIR), { recursive: true });
-  await Deno.writeTextFile(
-    join(root, SUBDIR, "repodata.json"),
-    JSON.stringify({
-      info: { subdir: SUBDIR },
-      packages: {},
-      "packages.conda": packages,
-      removed: [],
-      repodata_version: 1,
-    }),
-  );
+  await writeRepodata(root, SUBDIR, packages);
 }
 
 /** The reference: write `bytes` beside `target`, fsync, rename over it. */

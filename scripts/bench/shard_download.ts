@@ -10,7 +10,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { errorResponse } from "../../src/http/http_error.ts";
 import { BuiltinIndex } from "../../src/index/builtin_index.ts";
@@ -19,14 +18,11 @@ import { ChannelStorage } from "../../src/storage/channel_storage.ts";
 import { solveWithRattler } from "../../tests/helpers/rattler_solve.ts";
 import { type BenchContext, countLabel, removeAll } from "./bench_context.ts";
 import { figure, times } from "./report_table.ts";
+import { seedDigest, writeRepodata } from "./synthetic_repodata.ts";
 
 const SUBDIR = "linux-64";
 const PACKAGES = 10_000;
 const VERSIONS_PER_NAME = 5;
-
-function _hex(text: string, algorithm: "sha256" | "md5"): string {
-  return createHash(algorithm).update(text).digest("hex");
-}
 
 /** A channel of `PACKAGES` records (no package files: solving needs none). */
 async function _writeChannel(root: string): Promise<void> {
@@ -43,26 +39,16 @@ async function _writeChannel(root: string): Promise<void> {
       build_number: 0,
       depends,
       license: "MIT",
-      md5: _hex(seed, "md5"),
+      md5: seedDigest(seed, "md5"),
       name,
-      sha256: _hex(seed, "sha256"),
+      sha256: seedDigest(seed, "sha256"),
       size: 123456,
       subdir: SUBDIR,
       timestamp: 1700000000000,
       version,
     };
   }
-  await Deno.mkdir(join(root, SUBDIR), { recursive: true });
-  await Deno.writeTextFile(
-    join(root, SUBDIR, "repodata.json"),
-    JSON.stringify({
-      info: { subdir: SUBDIR },
-      packages: {},
-      "packages.conda": packages,
-      removed: [],
-      repodata_version: 1,
-    }),
-  );
+  await writeRepodata(root, SUBDIR, packages);
 }
 
 /** Serves `root` and counts the body bytes sent per path while `solve` runs. */
