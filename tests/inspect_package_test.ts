@@ -14,6 +14,7 @@ import {
   writeLargePackage,
   writePackage,
 } from "./helpers/conda_package.ts";
+import { rejectionOf } from "./helpers/rejection.ts";
 import { buildTar } from "./helpers/tar_writer.ts";
 import { buildZip } from "./helpers/zip_writer.ts";
 
@@ -48,12 +49,7 @@ async function assertPackageError(
   status: number,
   pattern: RegExp,
 ): Promise<HttpError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
+  const caught = await rejectionOf(promise);
   assert.ok(
     caught instanceof SyntaxError || caught instanceof RangeError || caught instanceof TypeError,
     `expected a package error, got ${String(caught)}`,

@@ -8,6 +8,7 @@ import {
   type MultipartOptions,
   parseMultipart,
 } from "../src/upload/multipart_stream.ts";
+import { rejectionOf } from "./helpers/rejection.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -60,13 +61,7 @@ async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> 
     if (result.done) break;
     chunks.push(result.value);
   }
-  const out = new Uint8Array(chunks.reduce((total, chunk) => total + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concat(...chunks);
 }
 
 async function parseAll(
@@ -128,12 +123,7 @@ async function assertHttpError(
   status: number,
   message?: string | RegExp,
 ): Promise<HttpError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
+  const caught = await rejectionOf(promise);
   assert.ok(caught instanceof HttpError, `expected an HttpError, got ${String(caught)}`);
   assert.equal(caught.status, status, caught.message);
   if (typeof message === "string") assert.equal(caught.message, message);
