@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer } from "./helpers/rattler_solve.ts";
 import { snapshotDirectory, startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
   assertReplaced,
@@ -73,12 +73,7 @@ Deno.test("PUT /<channel>/<subdir>/<file> and PUT /<subdir>/<file> store package
     (await servedRecord(server, `noarch/${packageFilename(lib)}`))?.sha256,
     sha256Hex(libBytes),
   );
-  const solved = await solveWithRattler(
-    ["art-app"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["art-app"]);
   assert.deepEqual(solved.map((r) => r.filename).sort(), [
     "art-app-3.0-0.conda",
     "art-lib-1.0-0.tar.bz2",

@@ -10,7 +10,7 @@ import { digestChannelFile } from "../src/index/file_digest.ts";
 import { inspectPackage } from "../src/package/inspect_package.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer } from "./helpers/rattler_solve.ts";
 import { startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
   channelPackages,
@@ -79,15 +79,10 @@ Deno.test("DELETE /<subdir>/<file> removes the package and its index record, and
   assert.notEqual(await servedRecord(server, `noarch/${packageFilename(kept)}`), undefined);
 
   await assert.rejects(
-    solveWithRattler(["to-delete"], server.url, ["linux-64", "noarch"], server.caFile),
+    solveFromServer(server, ["to-delete"]),
     /No candidates were found for to-delete/,
   );
-  const solved = await solveWithRattler(
-    ["to-keep"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["to-keep"]);
   assert.deepEqual(solved.map((r) => r.filename), [packageFilename(kept)]);
 });
 

@@ -18,7 +18,7 @@ import { createHandler } from "../src/server.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
 import { UploadService } from "../src/upload/upload_service.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer } from "./helpers/rattler_solve.ts";
 import { snapshotDirectory, startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
   assertReplaced,
@@ -88,12 +88,7 @@ Deno.test("POST /api/v1/upload/<channel> stores packages sent as rattler-build s
     assert.equal(record?.sha256, sha256Hex(bytes));
     assert.equal(record?.size, bytes.length);
   }
-  const solved = await solveWithRattler(
-    ["prefix-app"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["prefix-app"]);
   assert.deepEqual(solved.map((r) => r.filename).sort(), [
     "prefix-app-1.2.0-0.conda",
     "prefix-lib-0.5-0.tar.bz2",

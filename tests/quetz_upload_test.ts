@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer } from "./helpers/rattler_solve.ts";
 import { snapshotDirectory, startTestServer, type TestServer } from "./helpers/test_server.ts";
 import {
   assertReplaced,
@@ -65,12 +65,7 @@ Deno.test("quetz upload stores streamed packages in both formats, and rattler so
     const record = await servedRecord(server, `${spec.subdir ?? "linux-64"}/${filename}`);
     assert.equal(record?.sha256, sha256Hex(bytes));
   }
-  const solved = await solveWithRattler(
-    ["quetz-app"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["quetz-app"]);
   assert.deepEqual(solved.map((r) => `${r.subdir}/${r.filename}`).sort(), [
     "linux-64/quetz-app-2.0-0.conda",
     "noarch/quetz-data-1.1-0.tar.bz2",

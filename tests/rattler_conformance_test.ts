@@ -8,7 +8,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { packageFilename, type PackageSpec, writePackage } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer } from "./helpers/rattler_solve.ts";
 import { startTestServer, type TestServer } from "./helpers/test_server.ts";
 
 async function curlUpload(server: TestServer, file: string): Promise<number> {
@@ -66,12 +66,7 @@ const CHAIN: PackageSpec[] = [
 Deno.test("rattler solves curl-uploaded packages and their dependencies from the server URL", async () => {
   await using server = await startTestServer();
   await uploadAll(server, CHAIN);
-  const solved = await solveWithRattler(
-    ["topapp"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["topapp"]);
   const byName = new Map(solved.map((record) => [record.name, record]));
   assertEquals([...byName.keys()].sort(), ["libbase", "midware", "pyhelper", "topapp"]);
   assertEquals(byName.get("libbase")?.version, "1.3.0");
@@ -98,12 +93,7 @@ Deno.test("rattler solves a channel holding only a linux-64 package (empty noarc
   const noarch = await server.fetch("/noarch/repodata.json");
   assertEquals(noarch.status, 200);
   assertEquals((await noarch.json()).info.subdir, "noarch");
-  const solved = await solveWithRattler(
-    ["solo"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["solo"]);
   assertEquals(solved.map((record) => record.filename), ["solo-1.0-0.conda"]);
 });
 
@@ -113,12 +103,7 @@ Deno.test("a package removed by hand disappears from the solve after the index s
     { name: "keepme", version: "1.0", build: "0" },
     { name: "dropme", version: "1.0", build: "0", format: ".tar.bz2" },
   ]);
-  const before = await solveWithRattler(
-    ["dropme"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const before = await solveFromServer(server, ["dropme"]);
   assertEquals(before.map((record) => record.name), ["dropme"]);
   await Deno.remove(join(server.channelRoot, "linux-64", "dropme-1.0-0.tar.bz2"));
   const index = await new Deno.Command(Deno.execPath(), {
@@ -140,16 +125,11 @@ Deno.test("a package removed by hand disappears from the solve after the index s
   assertEquals(Object.keys(repodata["packages.conda"]), ["keepme-1.0-0.conda"]);
   let error: unknown;
   try {
-    await solveWithRattler(["dropme"], server.url, ["linux-64", "noarch"], server.caFile);
+    await solveFromServer(server, ["dropme"]);
   } catch (caught) {
     error = caught;
   }
   assert(error instanceof Error && /dropme/.test(error.message), String(error));
-  const kept = await solveWithRattler(
-    ["keepme"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const kept = await solveFromServer(server, ["keepme"]);
   assertEquals(kept.map((record) => record.name), ["keepme"]);
 });

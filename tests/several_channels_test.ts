@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer, solveWithRattler } from "./helpers/rattler_solve.ts";
 import { startTestServer, type TestServer, uploadForm } from "./helpers/test_server.ts";
 import { channelPackages, rattlerPrefixForm } from "./helpers/upload_clients.ts";
 
@@ -140,12 +140,7 @@ Deno.test("rattler solves from each of two channels on one server independently"
     });
     assert.equal(response.status, 201, await response.text());
   }
-  const fromRoot = await solveWithRattler(
-    ["pick"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const fromRoot = await solveFromServer(server, ["pick"]);
   assert.deepEqual(fromRoot.map((record) => record.version), ["1.0"]);
   assert.equal(fromRoot[0]!.url, `${server.url}/linux-64/${packageFilename(stable)}`);
   const fromStaging = await solveWithRattler(
@@ -157,7 +152,7 @@ Deno.test("rattler solves from each of two channels on one server independently"
   assert.deepEqual(fromStaging.map((record) => record.version), ["2.0"]);
   assert.equal(fromStaging[0]!.url, `${server.url}/staging/linux-64/${packageFilename(candidate)}`);
   await assert.rejects(
-    solveWithRattler(["pick >=2"], server.url, ["linux-64", "noarch"], server.caFile),
+    solveFromServer(server, ["pick >=2"]),
     /Cannot solve with rattler/,
   );
 });

@@ -10,7 +10,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { createHash } from "node:crypto";
 import { zstdDecompressSync } from "node:zlib";
 import { type PackageSpec, writePackage } from "./helpers/conda_package.ts";
-import { solveWithRattler } from "./helpers/rattler_solve.ts";
+import { solveFromServer } from "./helpers/rattler_solve.ts";
 import { startTestServer, type TestServer, uploadForm } from "./helpers/test_server.ts";
 
 const CHAIN: PackageSpec[] = [
@@ -61,12 +61,7 @@ Deno.test("rattler solves by the shard index and shards only, never repodata.jso
   await using server = await startTestServer();
   await upload(server, CHAIN);
   const from = server.logs.length;
-  const solved = await solveWithRattler(
-    ["topapp"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["topapp"]);
   assertEquals(solved.map((record) => record.name).sort(), [
     "libbase",
     "midware",
@@ -124,11 +119,6 @@ Deno.test("an upload changes only its name's entry in the shard index; shards ar
   const old = await server.fetch(`/linux-64/shards/${before.libbase}.msgpack.zst`);
   await old.body?.cancel();
   assertEquals(old.status, 200);
-  const solved = await solveWithRattler(
-    ["libbase"],
-    server.url,
-    ["linux-64", "noarch"],
-    server.caFile,
-  );
+  const solved = await solveFromServer(server, ["libbase"]);
   assertEquals(solved.map((record) => record.version), ["1.4.0"]);
 });

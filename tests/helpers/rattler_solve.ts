@@ -55,6 +55,17 @@ interface _SolveRequest {
 
 const _CONFIG = fromFileUrl(new URL("../../deno.json", import.meta.url));
 
+/** Where a test server serves its channel: the URL and the CA that signed its certificate. */
+export interface ServedChannel {
+  url: string;
+  caFile: string;
+}
+
+/** Solves `specs` against a test server's channel for linux-64 and noarch, as the tests do. */
+export function solveFromServer(server: ServedChannel, specs: string[]): Promise<SolvedRecord[]> {
+  return solveWithRattler(specs, server.url, ["linux-64", "noarch"], server.caFile);
+}
+
 /**
  * Solves `specs` against `channelUrl` for `platforms` with rattler, trusting
  * the CA in `caFile` (a PEM file; pass undefined for a plain-HTTP channel).
