@@ -131,24 +131,40 @@ async function assertHttpError(
   return caught;
 }
 
-/** A local server that records each request's content type and raw body. */
-function captureServer(): {
-  url: string;
-  requests: { contentType: string | null; body: Uint8Array }[];
-  [Symbol.asyncDispose](): Promise<void>;
-} {
-  const requests: { contentType: string | null; body: Uint8Array }[] = [];
+interface CapturedRequest {
+  contentType: string | null;
+  body: Uint8Array;
+}
+
+/**
+ * Writes `file` as `filename` in a temporary directory, runs the real client
+ * `client(url, path)` names (program first) to POST it to a local server, and
+ * returns the one request the server received (its content type and raw body).
+ */
+async function captureUpload(
+  filename: string,
+  file: Uint8Array,
+  client: (url: string, path: string) => string[],
+): Promise<CapturedRequest> {
+  const requests: CapturedRequest[] = [];
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
     requests.push({ contentType: req.headers.get("content-type"), body: await req.bytes() });
     return new Response("ok\n");
   });
-  return {
-    url: `http://127.0.0.1:${server.addr.port}/upload`,
-    requests,
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-    },
-  };
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, filename);
+    await Deno.writeFile(path, file);
+    const [program, ...args] = client(`http://127.0.0.1:${server.addr.port}/upload`, path);
+    const output = await new Deno.Command(program!, { args, stdout: "piped", stderr: "piped" })
+      .output();
+    assert.equal(output.code, 0, decoder.decode(output.stderr));
+    assert.equal(requests.length, 1);
+    return requests[0]!;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await server.shutdown();
+  }
 }
 
 /** Random bytes with `\r\n--<boundary>`-like sequences sprinkled in. */
@@ -381,42 +397,28 @@ Deno.test("parseMultipart() emits file chunks as views of the source chunks, not
 });
 
 Deno.test("parseMultipart() parses a body sent by curl -F", async () => {
-  await using server = captureServer();
-  const dir = await Deno.makeTempDir();
-  try {
-    const file = trickyPayload("------------------------", 300_000, 3);
-    const path = join(dir, "pkg-1.0-0.conda");
-    await Deno.writeFile(path, file);
-    const output = await new Deno.Command("curl", {
-      args: [
-        "-sS",
-        "--fail",
-        "--max-time",
-        "20",
-        "-F",
-        "token=abc",
-        "-F",
-        `artifact=@${path}`,
-        server.url,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(output.code, 0, decoder.decode(output.stderr));
-    const [request] = server.requests;
-    assert.ok(request !== undefined);
-    const boundary = multipartBoundary(request.contentType);
-    for (const size of [request.body.length, 1000, 7]) {
-      const parts = await parseAll(streamOf(request.body, () => size), boundary);
-      assert.deepEqual(parts.map((part) => [part.name, part.filename, part.contentType]), [
-        ["token", undefined, undefined],
-        ["artifact", "pkg-1.0-0.conda", "application/octet-stream"],
-      ]);
-      assert.equal(decoder.decode(parts[0]!.body), "abc");
-      assert.deepEqual(parts[1]!.body, file);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  const file = trickyPayload("------------------------", 300_000, 3);
+  const request = await captureUpload("pkg-1.0-0.conda", file, (url, path) => [
+    "curl",
+    "-sS",
+    "--fail",
+    "--max-time",
+    "20",
+    "-F",
+    "token=abc",
+    "-F",
+    `artifact=@${path}`,
+    url,
+  ]);
+  const boundary = multipartBoundary(request.contentType);
+  for (const size of [request.body.length, 1000, 7]) {
+    const parts = await parseAll(streamOf(request.body, () => size), boundary);
+    assert.deepEqual(parts.map((part) => [part.name, part.filename, part.contentType]), [
+      ["token", undefined, undefined],
+      ["artifact", "pkg-1.0-0.conda", "application/octet-stream"],
+    ]);
+    assert.equal(decoder.decode(parts[0]!.body), "abc");
+    assert.deepEqual(parts[1]!.body, file);
   }
 });
 
@@ -430,37 +432,26 @@ Deno.test({
   name: "parseMultipart() parses a body sent by Python requests",
   ignore: !pythonHasRequests,
   async fn() {
-    await using server = captureServer();
-    const dir = await Deno.makeTempDir();
-    try {
-      const file = trickyPayload("0123456789abcdef", 250_000, 5);
-      const path = join(dir, "pkg-2.0-py_0.tar.bz2");
-      await Deno.writeFile(path, file);
-      const script = "import sys, requests\n" +
-        "with open(sys.argv[2], 'rb') as f:\n" +
-        "    r = requests.post(sys.argv[1], data={'token': 't0k3n'}, files={'artifact': f}, timeout=20)\n" +
-        "r.raise_for_status()\n";
-      const output = await new Deno.Command("python3", {
-        args: ["-c", script, server.url, path],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.equal(output.code, 0, decoder.decode(output.stderr));
-      const [request] = server.requests;
-      assert.ok(request !== undefined);
-      const parts = await parseAll(
-        streamOf(request.body, () => 8192),
-        multipartBoundary(request.contentType),
-      );
-      assert.deepEqual(parts.map((part) => [part.name, part.filename]), [
-        ["token", undefined],
-        ["artifact", "pkg-2.0-py_0.tar.bz2"],
-      ]);
-      assert.equal(decoder.decode(parts[0]!.body), "t0k3n");
-      assert.deepEqual(parts[1]!.body, file);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const file = trickyPayload("0123456789abcdef", 250_000, 5);
+    const script = "import sys, requests\n" +
+      "with open(sys.argv[2], 'rb') as f:\n" +
+      "    r = requests.post(sys.argv[1], data={'token': 't0k3n'}, files={'artifact': f}, timeout=20)\n" +
+      "r.raise_for_status()\n";
+    const request = await captureUpload(
+      "pkg-2.0-py_0.tar.bz2",
+      file,
+      (url, path) => ["python3", "-c", script, url, path],
+    );
+    const parts = await parseAll(
+      streamOf(request.body, () => 8192),
+      multipartBoundary(request.contentType),
+    );
+    assert.deepEqual(parts.map((part) => [part.name, part.filename]), [
+      ["token", undefined],
+      ["artifact", "pkg-2.0-py_0.tar.bz2"],
+    ]);
+    assert.equal(decoder.decode(parts[0]!.body), "t0k3n");
+    assert.deepEqual(parts[1]!.body, file);
   },
 });
 if (!pythonHasRequests) {
