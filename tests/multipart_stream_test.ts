@@ -8,7 +8,9 @@ import {
   type MultipartOptions,
   parseMultipart,
 } from "../src/upload/multipart_stream.ts";
+import { seededRandom } from "./helpers/hostile_corpus.ts";
 import { rejectionOf } from "./helpers/rejection.ts";
+import { streamOf } from "./helpers/upload_clients.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -20,37 +22,6 @@ interface ParsedPart {
   contentType: string | undefined;
   headers: [string, string][];
   body: Uint8Array;
-}
-
-/** A deterministic PRNG (mulberry32), so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Streams `bytes` in chunks whose sizes come from `nextSize`, each chunk its own copy. */
-function streamOf(
-  bytes: Uint8Array,
-  nextSize: () => number = () => bytes.length,
-): ReadableStream<Uint8Array> {
-  let offset = 0;
-  return new ReadableStream({
-    pull(controller) {
-      if (offset >= bytes.length) {
-        controller.close();
-        return;
-      }
-      const size = Math.max(1, nextSize());
-      controller.enqueue(bytes.slice(offset, offset + size));
-      offset += size;
-    },
-  }, { highWaterMark: 0 });
 }
 
 async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
@@ -169,7 +140,7 @@ async function captureUpload(
 
 /** Random bytes with `\r\n--<boundary>`-like sequences sprinkled in. */
 function trickyPayload(boundary: string, size: number, seed: number): Uint8Array<ArrayBuffer> {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const out = new Uint8Array(size);
   for (let i = 0; i < size; i++) out[i] = Math.floor(random() * 256);
   const near = encoder.encode(`\r\n--${boundary.slice(0, -1)}`);
@@ -261,8 +232,8 @@ Deno.test("parseMultipart() reads a FormData body from new Request(), bytes and 
   const fromBytes = makeRequest();
   const boundary = multipartBoundary(fromBytes.headers.get("content-type"));
   const bytes = new Uint8Array(await fromBytes.arrayBuffer());
-  expect(await parseAll(streamOf(bytes), boundary));
-  expect(await parseAll(streamOf(bytes, () => 4096), boundary));
+  expect(await parseAll(streamOf(bytes, bytes.length), boundary));
+  expect(await parseAll(streamOf(bytes, 4096), boundary));
 
   const fromStream = makeRequest();
   expect(
@@ -298,7 +269,7 @@ Deno.test("parseMultipart() sees the token field and its value before reading th
 
 Deno.test("parseMultipart() gives the same parts for every chunk size and random splits", async () => {
   const boundary = "XyZ'()+_,-./:=? q";
-  const random = prng(42);
+  const random = seededRandom(42);
   // Bytes drawn from the delimiter's own alphabet make partial delimiters frequent.
   const alphabet = encoder.encode(`\r\n-${boundary}`);
   const delimiter = `\r\n--${boundary}`;
@@ -355,7 +326,7 @@ Deno.test("parseMultipart() gives the same parts for every chunk size and random
     assert.equal(parts[5]!.contentType, "application/octet-stream", label);
   };
   for (let size = 1; size <= 64; size++) {
-    check(await parseAll(streamOf(body, () => size), boundary), `chunk size ${size}`);
+    check(await parseAll(streamOf(body, size), boundary), `chunk size ${size}`);
   }
   for (let run = 0; run < 40; run++) {
     const max = [3, 20, 90, 400, 5000][run % 5]!;
@@ -373,7 +344,7 @@ Deno.test("parseMultipart() emits file chunks as views of the source chunks, not
     { headers: 'Content-Disposition: form-data; name="artifact"; filename="a.conda"', body: file },
   ]);
   const sourceBuffers = new Set<ArrayBufferLike>();
-  const source = streamOf(body, () => 65536).pipeThrough(
+  const source = streamOf(body, 65536).pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         sourceBuffers.add(chunk.buffer);
@@ -412,7 +383,7 @@ Deno.test("parseMultipart() parses a body sent by curl -F", async () => {
   ]);
   const boundary = multipartBoundary(request.contentType);
   for (const size of [request.body.length, 1000, 7]) {
-    const parts = await parseAll(streamOf(request.body, () => size), boundary);
+    const parts = await parseAll(streamOf(request.body, size), boundary);
     assert.deepEqual(parts.map((part) => [part.name, part.filename, part.contentType]), [
       ["token", undefined, undefined],
       ["artifact", "pkg-1.0-0.conda", "application/octet-stream"],
@@ -443,7 +414,7 @@ Deno.test({
       (url, path) => ["python3", "-c", script, url, path],
     );
     const parts = await parseAll(
-      streamOf(request.body, () => 8192),
+      streamOf(request.body, 8192),
       multipartBoundary(request.contentType),
     );
     assert.deepEqual(parts.map((part) => [part.name, part.filename]), [
@@ -473,7 +444,7 @@ Deno.test("parseMultipart() reads rattler-style lowercase part headers", async (
     body: file,
   }]);
   let seen = 0;
-  for await (const part of parseMultipart(streamOf(body, () => 999), boundary)) {
+  for await (const part of parseMultipart(streamOf(body, 999), boundary)) {
     seen++;
     assert.equal(part.name, "file");
     assert.equal(part.filename, "x.conda");
@@ -650,12 +621,12 @@ Deno.test("parseMultipart() answers 400 to a body truncated at any byte", async 
   const closingEnd = body.length; // buildBody ends with "--trunc--"
   for (let length = 0; length < closingEnd - 1; length++) {
     await assertHttpError(
-      parseAll(streamOf(body.subarray(0, length), () => 5), boundary),
+      parseAll(streamOf(body.subarray(0, length), 5), boundary),
       STATUS.BadRequest,
       TRUNCATED,
     );
   }
-  const parts = await parseAll(streamOf(body, () => 5), boundary);
+  const parts = await parseAll(streamOf(body, 5), boundary);
   assert.equal(parts.length, 2);
 });
 
@@ -785,7 +756,7 @@ Deno.test("parseMultipart() answers every malformed body with the right HttpErro
   for (const [label, body, status, message, options] of cases) {
     for (const size of [body.length || 1, 3]) {
       await assertHttpError(
-        parseAll(streamOf(body, () => size), b, options),
+        parseAll(streamOf(body, size), b, options),
         status,
         message,
       ).catch((error) => {
@@ -807,7 +778,7 @@ Deno.test("parseMultipart() answers 413 to an oversized field and can go on", as
     { headers: 'Content-Disposition: form-data; name="next"', body: encoder.encode("ok") },
   ]);
   const names: string[] = [];
-  for await (const part of parseMultipart(streamOf(body, () => 16), b, { maxFieldBytes: 100 })) {
+  for await (const part of parseMultipart(streamOf(body, 16), b, { maxFieldBytes: 100 })) {
     names.push(part.name);
     if (part.name === "token") {
       await assertHttpError(
@@ -825,7 +796,7 @@ Deno.test("parseMultipart() answers 413 to an oversized field and can go on", as
     headers: 'Content-Disposition: form-data; name="token"',
     body: new Uint8Array(65537).fill(65),
   }]);
-  for await (const part of parseMultipart(streamOf(big), b)) {
+  for await (const part of parseMultipart(streamOf(big, big.length), b)) {
     await assertHttpError(part.text(), STATUS.ContentTooLarge);
   }
 });
@@ -836,12 +807,12 @@ Deno.test("parseMultipart() surfaces a truncated file from the body read and nex
     `--${b}\r\nContent-Disposition: form-data; name="f"; filename="f"\r\n\r\n0123456789`,
   );
   // The consumer reads the body: the read rejects.
-  const iterator = parseMultipart(streamOf(body, () => 4), b);
+  const iterator = parseMultipart(streamOf(body, 4), b);
   const part = (await iterator.next()).value!;
   const error = await assertHttpError(readAll(part.body), STATUS.BadRequest, TRUNCATED);
   assert.equal(await iterator.next().catch((e) => e), error);
   // The consumer skips the body: next() rejects.
-  const skipping = parseMultipart(streamOf(body, () => 4), b);
+  const skipping = parseMultipart(streamOf(body, 4), b);
   await skipping.next();
   await assertHttpError(skipping.next(), STATUS.BadRequest, TRUNCATED);
 });
@@ -877,7 +848,7 @@ Deno.test("parseMultipart() skips unread or cancelled bodies and releases the so
   ], { epilogue: "x".repeat(100_000) });
   const tracked = () => {
     const state = { cancelled: false, pulled: 0 };
-    const inner = streamOf(body, () => 1000).getReader();
+    const inner = streamOf(body, 1000).getReader();
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
         const result = await inner.read();
@@ -940,7 +911,7 @@ Deno.test("parseMultipart() survives random corruption with only HttpErrors", as
       body: trickyPayload(b, 300, 13),
     },
   ]);
-  const random = prng(99);
+  const random = seededRandom(99);
   const noise = encoder.encode(`\r\n-:;="${b}`);
   for (let run = 0; run < 300; run++) {
     const body = valid.slice();

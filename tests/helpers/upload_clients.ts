@@ -82,10 +82,15 @@ export function rattlerPrefixForm(
 }
 
 /**
- * A stream of `bytes` in `chunkSize` pieces: fetch sends it with no
- * `Content-Length` (chunked over HTTP/1.1, DATA frames over HTTP/2).
+ * A stream of `bytes` in `chunkSize` pieces (or pieces whose sizes the
+ * function gives, at least 1 byte each), each piece its own copy: fetch sends
+ * it with no `Content-Length` (chunked over HTTP/1.1, DATA frames over HTTP/2).
  */
-export function streamOf(bytes: Uint8Array, chunkSize = 4096): ReadableStream<Uint8Array> {
+export function streamOf(
+  bytes: Uint8Array,
+  chunkSize: number | (() => number) = 4096,
+): ReadableStream<Uint8Array> {
+  const nextSize = typeof chunkSize === "number" ? () => chunkSize : chunkSize;
   let at = 0;
   return new ReadableStream({
     pull(controller) {
@@ -93,8 +98,9 @@ export function streamOf(bytes: Uint8Array, chunkSize = 4096): ReadableStream<Ui
         controller.close();
         return;
       }
-      controller.enqueue(bytes.slice(at, at + chunkSize));
-      at += chunkSize;
+      const size = Math.max(1, nextSize());
+      controller.enqueue(bytes.slice(at, at + size));
+      at += size;
     },
   }, { highWaterMark: 0 });
 }
