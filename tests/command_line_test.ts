@@ -17,6 +17,7 @@ import {
   startServerProcess,
   writeTestTls,
 } from "./helpers/server_process.ts";
+import { tempDir } from "./helpers/temp_dir.ts";
 
 const ORIGINAL_SALT = "42679ad04d44c96ed27470c02bfb28c3";
 const PROGRAM = "artifact-upload-handler";
@@ -33,18 +34,6 @@ async function pythonHash(token: string, salt = ORIGINAL_SALT): Promise<string> 
   }).output();
   assert.ok(output.success, new TextDecoder().decode(output.stderr));
   return new TextDecoder().decode(output.stdout).trim();
-}
-
-/** A temp directory removed at the end of the scope. */
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "auh-cli-" });
-  return {
-    path,
-    async [Symbol.asyncDispose]() {
-      await Deno.chmod(path, 0o755).catch(() => {});
-      await Deno.remove(path, { recursive: true });
-    },
-  };
 }
 
 /** Asserts a start-up failure: `code`, nothing on stdout, one `program: ...` line on stderr. */
@@ -173,7 +162,7 @@ Deno.test("generate-token prints a fresh token and its hash", async () => {
 });
 
 Deno.test("start-up problems are one clear line on stderr and a non-zero exit", async (t) => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(channel);
   const tls = await writeTestTls(dir.path);
@@ -282,7 +271,7 @@ Deno.test("start-up problems are one clear line on stderr and a non-zero exit", 
 });
 
 Deno.test("long names work with dashes and underscores", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(channel);
   const file = await writePackage(dir.path, { name: "spelled", version: "1.0" });
@@ -303,7 +292,7 @@ Deno.test("long names work with dashes and underscores", async () => {
 });
 
 Deno.test("the token hash comes from --token_hash_file and from AUH_TOKEN_HASH", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(channel);
   const tls = await writeTestTls(dir.path);
@@ -350,7 +339,7 @@ Deno.test("the token hash comes from --token_hash_file and from AUH_TOKEN_HASH",
 });
 
 Deno.test("two token hashes are active at once: both tokens can upload", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(channel);
   const [oldToken, newToken] = ["old-ci-token", "new-ci-token"];
@@ -381,7 +370,7 @@ Deno.test("two token hashes are active at once: both tokens can upload", async (
 });
 
 Deno.test("WRITE_DIR ending in linux-64 means its parent is the channel root", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(join(channel, "linux-64"), { recursive: true });
   await using server = await startServerProcess([
@@ -407,7 +396,7 @@ Deno.test("WRITE_DIR ending in linux-64 means its parent is the channel root", a
 });
 
 Deno.test("the seed README's command line works and curl can upload", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(join(channel, "linux-64"), { recursive: true });
   const tls = await writeTestTls(dir.path);
@@ -451,7 +440,7 @@ Deno.test("the seed README's command line works and curl can upload", async () =
 });
 
 Deno.test("index CHANNEL_ROOT indexes packages copied in by hand and reports a corrupt one", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-cli-");
   const root = join(dir.path, "channel");
   await Deno.mkdir(join(root, "linux-64"), { recursive: true });
   await Deno.mkdir(join(root, "noarch"), { recursive: true });

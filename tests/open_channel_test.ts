@@ -5,11 +5,7 @@ import { createLogger } from "../src/log.ts";
 import { openChannel } from "../src/open_channel.ts";
 import { SPOOL_DIR_NAME } from "../src/storage/channel_storage.ts";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
-
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "auh-open-channel-" });
-  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
-}
+import { tempDir } from "./helpers/temp_dir.ts";
 
 async function repodataPackages(root: string, subdir: string): Promise<string[]> {
   const repodata = JSON.parse(await Deno.readTextFile(join(root, subdir, "repodata.json")));
@@ -17,7 +13,7 @@ async function repodataPackages(root: string, subdir: string): Promise<string[]>
 }
 
 Deno.test("openChannel() opens two channels independently: each indexes its own files, cleans its own spool and holds its own lock", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-open-channel-");
   const rootA = join(dir.path, "a");
   const rootB = join(dir.path, "b");
   const spec: PackageSpec = { name: "only-in-a", version: "1.0" };
@@ -70,7 +66,7 @@ Deno.test("openChannel() opens two channels independently: each indexes its own 
 });
 
 Deno.test("openChannel() answers ConfigError for a directory it cannot use", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-open-channel-");
   const file = join(dir.path, "not-a-directory");
   await Deno.writeTextFile(file, "");
   await assert.rejects(

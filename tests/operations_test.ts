@@ -17,6 +17,7 @@ import {
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { serverArgs, startServerProcess, writeTestTls } from "./helpers/server_process.ts";
 import { startTestServer, type TestServer, uploadForm } from "./helpers/test_server.ts";
+import { tempDir } from "./helpers/temp_dir.ts";
 import { rattlerPrefixForm, sha256Hex } from "./helpers/upload_clients.ts";
 
 /** The value of one Prometheus series (`name` or `name{labels}`), or undefined when absent. */
@@ -55,15 +56,6 @@ async function expectStatus(response: Response, status: number): Promise<string>
   return body;
 }
 
-/** A temp directory removed at the end of the scope. */
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "auh-ops-" });
-  return {
-    path,
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  };
-}
-
 /** The `ServerFlags` key of a canonical flag name: `audit_log` → `auditLog`. */
 function flagKey(name: string): keyof ServerFlags {
   if (name === "token_hash") return "tokenHashes";
@@ -100,7 +92,7 @@ Deno.test("every server flag can come from its AUH_ variable, the flag wins, and
 });
 
 Deno.test("the program starts from AUH_ variables only, logs JSON lines, and no token reaches a log line, an answer or the process list", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-ops-");
   const channel = join(dir.path, "channel");
   const logDir = join(dir.path, "log");
   await Deno.mkdir(channel);
@@ -261,7 +253,7 @@ Deno.test("the program starts from AUH_ variables only, logs JSON lines, and no 
 });
 
 Deno.test("flags win over AUH_ variables, even invalid ones", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-ops-");
   const channel = join(dir.path, "channel");
   await Deno.mkdir(channel);
   const tls = await writeTestTls(dir.path);
@@ -311,7 +303,7 @@ interface AuditRecord {
 }
 
 Deno.test("the audit log has one JSON line per publish, replace (prefix and Artifactory force) and delete, in order, appended across a restart", async () => {
-  await using dir = await tempDir();
+  await using dir = await tempDir("auh-ops-");
   const channelRoot = join(dir.path, "channel");
   const auditLog = join(dir.path, "audit.jsonl");
   const flags = { auditLog, allowOverwrite: true };
