@@ -11,8 +11,9 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { join } from "node:path";
 import { zstdDecompressSync } from "node:zlib";
 import { condaClient, runTool } from "./helpers/conda_client.ts";
-import { packageFilename, type PackageSpec, writePackage } from "./helpers/conda_package.ts";
-import { startTestServer, type TestServer, uploadForm } from "./helpers/test_server.ts";
+import type { PackageSpec } from "./helpers/conda_package.ts";
+import { startTestServer } from "./helpers/test_server.ts";
+import { uploadPackages } from "./helpers/upload_clients.ts";
 
 const client = await condaClient();
 const skip = typeof client === "string";
@@ -55,23 +56,6 @@ const SPECS: PackageSpec[] = [
   { name: "fake", version: "1.0", build: "0", subdir: "linux-fake" },
 ];
 
-async function upload(server: TestServer, specs: PackageSpec[]): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "auh-conda-" });
-  try {
-    for (const spec of specs) {
-      const path = await writePackage(dir, spec);
-      const response = await server.fetch("/", {
-        method: "POST",
-        body: uploadForm(server.token, packageFilename(spec), await Deno.readFile(path)),
-      });
-      const text = await response.text();
-      assertEquals(response.status, 201, `${packageFilename(spec)}: ${text}`);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 function unpack(bytes: Uint8Array): Record<string, unknown> {
   return decode(zstdDecompressSync(bytes)) as Record<string, unknown>;
 }
@@ -97,7 +81,7 @@ Deno.test({
   async fn() {
     const tools = client as Exclude<typeof client, string>;
     await using server = await startTestServer();
-    await upload(server, SPECS);
+    await uploadPackages(server, SPECS);
     const copy = await Deno.makeTempDir({ prefix: "auh-conda-index-" });
     try {
       const subdirs = ["linux-64", "linux-fake", "noarch"];
@@ -158,7 +142,7 @@ Deno.test({
   async fn() {
     const tools = client as Exclude<typeof client, string>;
     await using server = await startTestServer();
-    await upload(server, [
+    await uploadPackages(server, [
       { name: "libbase", version: "1.3.0", build: "h0_0" },
       { name: "pyhelper", version: "0.5", build: "py_0", format: ".tar.bz2", subdir: "noarch" },
       { name: "topapp", version: "3.1", build: "h2_0", depends: ["libbase >=1.3", "pyhelper"] },

@@ -9,9 +9,10 @@ import { decode } from "@msgpack/msgpack";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { zstdDecompressSync } from "node:zlib";
-import { type PackageSpec, writePackage } from "./helpers/conda_package.ts";
+import type { PackageSpec } from "./helpers/conda_package.ts";
 import { solveFromServer } from "./helpers/rattler_solve.ts";
-import { startTestServer, type TestServer, uploadForm } from "./helpers/test_server.ts";
+import { startTestServer, type TestServer } from "./helpers/test_server.ts";
+import { uploadPackages } from "./helpers/upload_clients.ts";
 
 const CHAIN: PackageSpec[] = [
   { name: "libbase", version: "1.3.0", build: "h0_0", runExports: { weak: ["libbase >=1.3"] } },
@@ -21,23 +22,6 @@ const CHAIN: PackageSpec[] = [
   // in the channel, not needed by the solve: its shard must not be fetched
   { name: "unrelated", version: "9.9", build: "0" },
 ];
-
-async function upload(server: TestServer, specs: PackageSpec[]): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "auh-shards-" });
-  try {
-    for (const spec of specs) {
-      const path = await writePackage(dir, spec);
-      const response = await server.fetch("/", {
-        method: "POST",
-        body: uploadForm(server.token, path.split("/").at(-1)!, await Deno.readFile(path)),
-      });
-      await response.body?.cancel();
-      assertEquals(response.status, 201, `upload of ${spec.name}`);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** Paths of the GET requests the server logged from `from` on. */
 function requested(server: TestServer, from: number): string[] {
@@ -59,7 +43,7 @@ async function shardIndex(server: TestServer, subdir: string): Promise<Record<st
 
 Deno.test("rattler solves by the shard index and shards only, never repodata.json", async () => {
   await using server = await startTestServer();
-  await upload(server, CHAIN);
+  await uploadPackages(server, CHAIN);
   const from = server.logs.length;
   const solved = await solveFromServer(server, ["topapp"]);
   assertEquals(solved.map((record) => record.name).sort(), [
@@ -95,9 +79,9 @@ Deno.test("rattler solves by the shard index and shards only, never repodata.jso
 
 Deno.test("an upload changes only its name's entry in the shard index; shards are served immutable", async () => {
   await using server = await startTestServer();
-  await upload(server, CHAIN);
+  await uploadPackages(server, CHAIN);
   const before = await shardIndex(server, "linux-64");
-  await upload(server, [{ name: "libbase", version: "1.4.0", build: "h0_0" }]);
+  await uploadPackages(server, [{ name: "libbase", version: "1.4.0", build: "h0_0" }]);
   const after = await shardIndex(server, "linux-64");
   assertEquals(Object.keys(after).sort(), Object.keys(before).sort());
   for (const name of Object.keys(before)) {

@@ -9,7 +9,8 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import type { TestServer } from "./test_server.ts";
+import { buildPackage, packageFilename, type PackageSpec } from "./conda_package.ts";
+import { type TestServer, uploadForm } from "./test_server.ts";
 
 const encoder = new TextEncoder();
 
@@ -319,4 +320,17 @@ export async function spoolEntries(channelRoot: string): Promise<string[]> {
   const names: string[] = [];
   for await (const entry of Deno.readDir(`${channelRoot}/.upload-spool`)) names.push(entry.name);
   return names;
+}
+
+/** Uploads each package of `specs` through the original form at `POST /`, asserting 201 for each. */
+export async function uploadPackages(server: TestServer, specs: PackageSpec[]): Promise<void> {
+  for (const spec of specs) {
+    const filename = packageFilename(spec);
+    const response = await server.fetch("/", {
+      method: "POST",
+      body: uploadForm(server.token, filename, await buildPackage(spec)),
+    });
+    const text = await response.text();
+    assert.equal(response.status, 201, `${filename}: ${text}`);
+  }
 }
