@@ -10,10 +10,16 @@ import { identityFields } from "./auth/token_scope.ts";
 import { TokenVerifier } from "./auth/token_verifier.ts";
 import {
   ConfigError,
+  DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
   readTokenFileFor,
   readTrustedPublishersFor,
   type ServerConfig,
 } from "./config.ts";
+import {
+  countFreeFileDescriptors,
+  defaultMaxConnections,
+  FREE_DESCRIPTORS_ENOUGH,
+} from "./http/connection_limits.ts";
 import type { ChannelIndexer } from "./index/channel_indexer.ts";
 import type { Logger } from "./log.ts";
 import { Listener, type TlsPem } from "./listener.ts";
@@ -172,6 +178,8 @@ export async function startApplication(
     metrics,
     bodyIdleMs: config.bodyIdleMs,
   });
+  const maxConnections = config.maxConnections ??
+    defaultMaxConnections(countFreeFileDescriptors(storage.root, FREE_DESCRIPTORS_ENOUGH));
   let listener: Listener;
   try {
     listener = Listener.start({
@@ -180,6 +188,13 @@ export async function startApplication(
       tls,
       handler,
       logger,
+      connections: {
+        headerTimeoutMs: config.headerTimeoutMs,
+        idleTimeoutMs: config.idleTimeoutMs,
+        maxConnections,
+        maxConnectionsPerClient: config.maxConnectionsPerClient ??
+          Math.min(DEFAULT_MAX_CONNECTIONS_PER_CLIENT, maxConnections),
+      },
     });
   } catch (error) {
     throw listenError(error, config.port);
@@ -202,6 +217,7 @@ export async function startApplication(
       : undefined,
     tokens: verifier.size,
     trusted_publishers: minter.size > 0 ? minter.size : undefined,
+    max_connections: maxConnections,
   });
   const reloadTls = async () => {
     if (!config.tls || options.tls) return;
@@ -272,7 +288,9 @@ export async function startApplication(
         gate.abortRunning();
       }, config.shutdownMs);
       try {
-        await listener.shutdown();
+        // After the deadline the running uploads are aborted and answer 503; what is
+        // still open a moment later (a client that does not read its answer) is closed.
+        await listener.shutdown(config.shutdownMs + SHUTDOWN_GRACE_MS);
       } finally {
         clearTimeout(deadline);
         storage.close();
@@ -300,6 +318,9 @@ export async function startApplication(
     [Symbol.asyncDispose]: shutdown,
   };
 }
+
+/** How long after the shutdown deadline connections may still take to answer and close. */
+const SHUTDOWN_GRACE_MS = 2_000;
 
 /** Feeds one channel's upload events to the metrics and the audit log. */
 function uploadEvents(
@@ -376,10 +397,11 @@ function checkPortFree(config: ServerConfig): void {
 }
 
 function listenError(error: unknown, port: number): ConfigError {
-  if (error instanceof Deno.errors.AddrInUse) {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (error instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
     return new ConfigError(`Cannot start: port ${port} is already in use`);
   }
-  if (error instanceof Deno.errors.PermissionDenied) {
+  if (error instanceof Deno.errors.PermissionDenied || code === "EACCES") {
     return new ConfigError(`Cannot start: not allowed to listen on port ${port}`);
   }
   return new ConfigError(

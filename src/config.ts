@@ -80,6 +80,14 @@ export interface ServerConfig {
   tokenBudgetBytes: number;
   /** How long running uploads may finish after SIGTERM, in ms. */
   shutdownMs: number;
+  /** Longest time for a complete request head (TLS handshake included), in ms. */
+  headerTimeoutMs: number;
+  /** Longest idle time of a keep-alive connection between requests, in ms. */
+  idleTimeoutMs: number;
+  /** Most client connections open at once; undefined: derived from the open-file limit. */
+  maxConnections?: number;
+  /** Most client connections open at once from one address; undefined: the default. */
+  maxConnectionsPerClient?: number;
   /** Plain HTTP, for use behind a TLS-terminating proxy. */
   insecureNoTls: boolean;
   /** Development mode. */
@@ -114,6 +122,8 @@ export function resolveObjectStorage(
 
 /** Default port, the original README's example being 9999 but TLS servers usually 8443. */
 export const DEFAULT_PORT = 8443;
+/** Default cap on connections from one client address. */
+export const DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 128;
 /** Default largest artifact: 4 GiB. */
 export const DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 ** 3;
 
@@ -228,11 +238,22 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
     tokenTimeoutMs: parseSeconds(flags.tokenTimeout ?? "10", "--token_timeout") * 1000,
     tokenBudgetBytes: TOKEN_BUDGET_BYTES,
     shutdownMs: parseSeconds(flags.shutdownTimeout ?? "30", "--shutdown_timeout") * 1000,
+    headerTimeoutMs: parseSeconds(flags.headerTimeout ?? "10", "--header_timeout") * 1000,
+    idleTimeoutMs: parseSeconds(flags.idleTimeout ?? "30", "--idle_timeout") * 1000,
     insecureNoTls: flags.insecureNoTls,
     dev,
   };
   if (writeDirWasSubdir !== undefined) config.writeDirWasSubdir = writeDirWasSubdir;
   if (flags.condaExe !== undefined) config.condaExe = flags.condaExe;
+  if (flags.maxConnections !== undefined) {
+    config.maxConnections = parseCount(flags.maxConnections, "--max_connections");
+  }
+  if (flags.maxConnectionsPerClient !== undefined) {
+    config.maxConnectionsPerClient = parseCount(
+      flags.maxConnectionsPerClient,
+      "--max_connections_per_client",
+    );
+  }
   if (flags.auditLog !== undefined) config.auditLog = resolve(flags.auditLog);
   if (flags.tokenHashFile !== undefined) config.tokenHashFile = resolve(flags.tokenHashFile);
   if (flags.trustedPublishers !== undefined) {

@@ -1,20 +1,49 @@
 /**
- * The HTTP(S) listener: `Deno.serve` on the configured address, with TLS
- * certificates that can be replaced without a restart (the old listener
- * stops accepting and drains its connections while a new one binds the same
- * port a moment later) and a shutdown that waits for running requests.
+ * The HTTP(S) listener: our own accept loop over `Deno.listen`, TLS by
+ * `node:tls` on each accepted connection (see `http/tls_over_tcp.ts` for
+ * why), and {@linkcode Http1Connection} serving each one. Owning the
+ * connections gives what `Deno.serve` lacks: deadlines for request heads
+ * (TLS handshake included) and idle keep-alive connections, caps on open
+ * connections (in total and per client address), `TCP_NODELAY`, an accept
+ * loop that outlives every accept error (`EMFILE` included), and a shutdown
+ * that lets running requests read their bodies to the end.
+ *
+ * TLS certificates can be replaced without a restart: new connections get
+ * the new certificate, open ones go on with theirs, and the listening
+ * socket stays open.
  *
  * @module
  */
 
+import { createSecureContext, type SecureContext } from "node:tls";
+import {
+  type ConnectionHandler,
+  Http1Connection,
+  type Http1ConnectionOptions,
+} from "./http/http1_connection.ts";
+import { ConnectionLimits } from "./http/connection_limits.ts";
+import { type ByteConnection, SocketConnection, TcpConnection } from "./http/socket_connection.ts";
+import { startTlsSession } from "./http/tls_over_tcp.ts";
 import type { Logger } from "./log.ts";
 
-/** TLS material in PEM form, as `Deno.serve` takes it. */
+/** TLS material in PEM form. */
 export interface TlsPem {
   /** Certificate chain. */
   cert: string;
   /** Private key. */
   key: string;
+}
+
+/** Connection limits and timeouts of a {@linkcode Listener}. */
+export interface ConnectionSettings {
+  /** Longest time for a complete request head (and the TLS handshake), in ms. */
+  headerTimeoutMs: number;
+  /** Longest wait for the next request on a kept-alive connection, in ms. */
+  idleTimeoutMs: number;
+  /** Most connections open at once. */
+  maxConnections: number;
+  /** Most connections open at once from one client address. */
+  maxConnectionsPerClient: number;
 }
 
 /** Options for {@linkcode Listener.start}. */
@@ -26,29 +55,57 @@ export interface ListenerOptions {
   /** TLS material, or undefined for plain HTTP. */
   tls: TlsPem | undefined;
   /** The request handler. */
-  handler: (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response>;
-  /** Where reloads are logged. */
+  handler: ConnectionHandler;
+  /** Where reloads and connection trouble are logged. */
   logger: Logger;
+  /** Limits and timeouts. */
+  connections: ConnectionSettings;
 }
+
+/** Largest request head, in bytes. */
+const MAX_HEAD_BYTES = 64 * 1024;
+/** Unread request body bytes dropped to keep a connection alive after a response. */
+const MAX_DRAIN_BYTES = 64 * 1024;
+/** Longest pause of the accept loop after an accept error, in ms. */
+const MAX_BACKOFF_MS = 1_000;
 
 /** A running listener whose certificate can be swapped. */
 export class Listener {
   readonly #options: ListenerOptions;
-  #server: Deno.HttpServer<Deno.NetAddr>;
-  #port: number;
+  readonly #limits: ConnectionLimits;
+  readonly #connectionOptions: Http1ConnectionOptions;
+  readonly #warnings: _RateLimitedWarnings;
+  readonly #listener: Deno.TcpListener;
+  #secureContext: SecureContext | undefined;
+  readonly #connections = new Set<Http1Connection>();
   readonly #finished: Promise<void>;
   #resolveFinished!: () => void;
+  #allClosed: (() => void) | undefined;
   #stopping = false;
-  /** Reloads run one after the other. */
-  #swaps: Promise<void> = Promise.resolve();
-  /** Replaced listeners still finishing their requests. */
-  readonly #draining = new Set<Promise<void>>();
 
   private constructor(options: ListenerOptions) {
     this.#options = options;
-    this.#server = serve(options, options.port);
-    this.#port = this.#server.addr.port;
+    const { connections } = options;
+    this.#limits = new ConnectionLimits({
+      maxConnections: connections.maxConnections,
+      maxPerClient: connections.maxConnectionsPerClient,
+    });
+    this.#connectionOptions = {
+      handler: options.handler,
+      scheme: options.tls ? "https" : "http",
+      headerTimeoutMs: connections.headerTimeoutMs,
+      idleTimeoutMs: connections.idleTimeoutMs,
+      maxHeadBytes: MAX_HEAD_BYTES,
+      maxDrainBytes: MAX_DRAIN_BYTES,
+    };
+    this.#warnings = new _RateLimitedWarnings(options.logger);
+    if (options.tls) {
+      _checkTls(options.tls, options.hostname);
+      this.#secureContext = _secureContext(options.tls);
+    }
+    this.#listener = Deno.listen({ hostname: options.hostname, port: options.port });
     this.#finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.#acceptLoop();
   }
 
   /** Binds and starts serving; throws Deno's errors (e.g. `AddrInUse`). */
@@ -58,7 +115,12 @@ export class Listener {
 
   /** The port actually bound. */
   get port(): number {
-    return this.#port;
+    return this.#listener.addr.port;
+  }
+
+  /** Client connections open now. */
+  get openConnections(): number {
+    return this.#connections.size;
   }
 
   /** Settles once {@linkcode shutdown} has finished. */
@@ -68,89 +130,166 @@ export class Listener {
 
   /**
    * Serves new connections with `tls` from now on. The material is checked
-   * first (a certificate that does not parse or does not match its key
-   * throws, and the current listener goes on serving untouched). Then the old
-   * listener stops accepting at once and finishes its running requests
-   * (uploads in progress complete); the new one binds the freed port within
-   * milliseconds, so only a connection attempted in that gap is refused
-   * (clients retry). `reusePort` would close the gap but needs
-   * `--unstable-net` with TLS. Resolves once the new listener serves.
+   * first: a certificate that does not parse or does not match its key
+   * throws, and the current one goes on serving. The listening socket stays
+   * open (no connection is refused), and open connections, running uploads
+   * included, go on with the certificate they started with.
    */
   reloadTls(tls: TlsPem): Promise<void> {
-    const swapped = this.#swaps.then(() => this.#swap(tls));
-    this.#swaps = swapped.catch(() => {});
-    return swapped;
-  }
-
-  /** Replaces the server; the old one drains in the background ({@linkcode shutdown} waits for it). */
-  async #swap(tls: TlsPem): Promise<void> {
-    if (this.#stopping) return;
+    if (this.#stopping) return Promise.resolve();
     if (this.#options.tls === undefined) {
-      throw new Error("Cannot reload TLS: the server runs without TLS");
+      return Promise.reject(new Error("Cannot reload TLS: the server runs without TLS"));
     }
-    checkTls(tls, this.#options.hostname);
-    const previous = this.#server;
-    const draining = previous.shutdown();
-    this.#draining.add(draining);
-    draining.finally(() => this.#draining.delete(draining)).catch(() => {});
     try {
-      this.#server = await this.#bind(tls);
-      this.#options.tls = tls;
+      _checkTls(tls, this.#options.hostname);
+      this.#secureContext = _secureContext(tls);
     } catch (error) {
-      this.#options.logger.error("cannot listen with the new certificate; keeping the old one", {
-        port: this.#port,
-        reason: error instanceof Error ? error.message : String(error),
-      });
-      this.#server = await this.#bind(this.#options.tls);
-      throw error;
+      return Promise.reject(error);
     }
-  }
-
-  /** Binds the port again, retrying while the old listener still holds it. */
-  async #bind(tls: TlsPem): Promise<Deno.HttpServer<Deno.NetAddr>> {
-    for (let attempt = 1;; attempt++) {
-      try {
-        return serve({ ...this.#options, tls }, this.#port);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AddrInUse) || attempt >= REBIND_ATTEMPTS) {
-          if (error instanceof Deno.errors.AddrInUse) {
-            this.#options.logger.error("cannot listen again after TLS reload", {
-              port: this.#port,
-              reason: error.message,
-            });
-          }
-          throw error;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
-    }
+    this.#options.tls = tls;
+    return Promise.resolve();
   }
 
   /**
-   * Stops accepting connections and waits for running requests, including
-   * those still running on a listener replaced by a TLS reload.
+   * Accepts connections until the shutdown. Every accept error is logged
+   * (rate-limited) and followed by a pause that doubles up to 1 s while
+   * errors go on: out of file descriptors (`EMFILE`), the pending
+   * connections wait in the kernel's backlog until some close.
    */
-  async shutdown(): Promise<void> {
-    this.#stopping = true;
-    await this.#swaps;
-    await Promise.all([this.#server.shutdown(), ...this.#draining]);
-    this.#resolveFinished();
+  async #acceptLoop(): Promise<void> {
+    let backoffMs = 0;
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#stopping) return;
+        backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(10, backoffMs * 2));
+        this.#warnings.warn("accept", "cannot accept connections; pausing", {
+          reason: error instanceof Error ? error.message : String(error),
+          pause_ms: backoffMs,
+        });
+        await new Promise((resolve) => setTimeout(resolve, backoffMs));
+        continue;
+      }
+      backoffMs = 0;
+      this.#adopt(conn);
+    }
+  }
+
+  /** Serves `conn` when the caps allow it, else closes it at once. */
+  #adopt(conn: Deno.TcpConn): void {
+    let release: (() => void) | "total" | "client" | undefined;
+    try {
+      const remote = conn.remoteAddr;
+      release = this.#limits.admit(remote.hostname);
+      if (typeof release === "string") {
+        _close(conn);
+        this.#warnings.warn(release, "connection refused: too many open connections", {
+          cap: release === "total" ? "--max_connections" : "--max_connections_per_client",
+          client: remote.hostname,
+          open: this.#limits.open,
+        });
+        return;
+      }
+      if (this.#stopping) {
+        release();
+        _close(conn);
+        return;
+      }
+      conn.setNoDelay(true);
+      const connection = new Http1Connection(this.#byteConnection(conn), this.#connectionOptions);
+      this.#connections.add(connection);
+      const done = release;
+      connection.serve().finally(() => {
+        done();
+        this.#connections.delete(connection);
+        if (this.#connections.size === 0) this.#allClosed?.();
+      });
+    } catch (error) {
+      if (typeof release === "function") release();
+      _close(conn);
+      this.#warnings.warn("adopt", "cannot serve a connection", {
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+
+  #byteConnection(conn: Deno.TcpConn): ByteConnection {
+    if (this.#secureContext === undefined) return new TcpConnection(conn);
+    const socket = startTlsSession(conn, this.#secureContext);
+    return new SocketConnection(
+      socket,
+      conn as { remoteAddr: Deno.NetAddr; localAddr: Deno.NetAddr },
+      () => _close(conn),
+    );
+  }
+
+  /**
+   * Stops accepting, closes idle keep-alive connections at once and lets
+   * the others finish their running request (its response says
+   * `Connection: close`). Connections still open after `forceAfterMs` are
+   * closed. Resolves when none is left.
+   */
+  async shutdown(forceAfterMs = Infinity): Promise<void> {
+    if (!this.#stopping) {
+      this.#stopping = true;
+      try {
+        this.#listener.close();
+      } catch {
+        // already closed
+      }
+      for (const connection of this.#connections) connection.drain();
+      if (this.#connections.size > 0) {
+        const allClosed = new Promise<void>((resolve) => this.#allClosed = resolve);
+        const timer = Number.isFinite(forceAfterMs)
+          ? setTimeout(() => {
+            for (const connection of this.#connections) connection.close();
+          }, forceAfterMs)
+          : undefined;
+        await allClosed;
+        clearTimeout(timer);
+      }
+      this.#resolveFinished();
+    }
+    await this.#finished;
   }
 }
 
-/** Attempts to bind the port again after a reload (2 ms apart). */
-const REBIND_ATTEMPTS = 500;
+/** Warnings logged at most once per key every 10 s, with the count of those left out. */
+class _RateLimitedWarnings {
+  readonly #logger: Logger;
+  readonly #last = new Map<string, { at: number; suppressed: number }>();
 
-function serve(options: ListenerOptions, port: number): Deno.HttpServer<Deno.NetAddr> {
-  const common = {
-    hostname: options.hostname,
-    port,
-    onListen: () => {},
-    onError: () => new Response("Internal server error\n", { status: 500 }),
-  };
-  return options.tls
-    ? Deno.serve({ ...common, cert: options.tls.cert, key: options.tls.key }, options.handler)
-    : Deno.serve(common, options.handler);
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  warn(key: string, message: string, fields: Record<string, unknown>): void {
+    const now = performance.now();
+    const last = this.#last.get(key);
+    if (last !== undefined && now - last.at < 10_000) {
+      last.suppressed++;
+      return;
+    }
+    this.#last.set(key, { at: now, suppressed: 0 });
+    this.#logger.warn(message, {
+      ...fields,
+      ...(last?.suppressed ? { since_last_logged: last.suppressed } : {}),
+    });
+  }
+}
+
+function _secureContext(tls: TlsPem): SecureContext {
+  return createSecureContext({ cert: tls.cert, key: tls.key });
+}
+
+function _close(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
 }
 
 /**
@@ -158,7 +297,7 @@ function serve(options: ListenerOptions, port: number): Deno.HttpServer<Deno.Net
  * parse, or a key that does not belong to the certificate), by opening and
  * closing a TLS listener on a free port.
  */
-function checkTls(tls: TlsPem, hostname: string): void {
+function _checkTls(tls: TlsPem, hostname: string): void {
   let probe: Deno.TlsListener;
   try {
     probe = Deno.listenTls({ hostname, port: 0, cert: tls.cert, key: tls.key });

@@ -127,6 +127,27 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     value: "SECONDS",
     help: "on SIGTERM/SIGINT, let running uploads finish this long, then abort them (default 30)",
   },
+  header_timeout: {
+    type: "string",
+    value: "SECONDS",
+    help:
+      "close a connection whose request head (TLS handshake included) takes longer (default 10)",
+  },
+  idle_timeout: {
+    type: "string",
+    value: "SECONDS",
+    help: "close a keep-alive connection idle this long between requests (default 30)",
+  },
+  max_connections: {
+    type: "string",
+    value: "N",
+    help: "client connections open at once; more are closed at once (default: from ulimit -n)",
+  },
+  max_connections_per_client: {
+    type: "string",
+    value: "N",
+    help: "client connections open at once from one address (default 128)",
+  },
   insecure_no_tls: {
     type: "boolean",
     help: "serve plain HTTP (only behind a TLS-terminating proxy)",
@@ -174,6 +195,10 @@ export interface ServerFlags {
   bodyTimeout?: string;
   tokenTimeout?: string;
   shutdownTimeout?: string;
+  headerTimeout?: string;
+  idleTimeout?: string;
+  maxConnections?: string;
+  maxConnectionsPerClient?: string;
   insecureNoTls: boolean;
   dev: boolean;
 }
@@ -255,6 +280,10 @@ function parseServe(args: readonly string[], env: Readonly<Record<string, string
   assign(flags, "bodyTimeout", string("body_timeout"));
   assign(flags, "tokenTimeout", string("token_timeout"));
   assign(flags, "shutdownTimeout", string("shutdown_timeout"));
+  assign(flags, "headerTimeout", string("header_timeout"));
+  assign(flags, "idleTimeout", string("idle_timeout"));
+  assign(flags, "maxConnections", string("max_connections"));
+  assign(flags, "maxConnectionsPerClient", string("max_connections_per_client"));
   return { kind: "serve", flags };
 }
 

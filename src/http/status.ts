@@ -23,13 +23,17 @@ export const STATUS = {
   LengthRequired: 411,
   ContentTooLarge: 413,
   UnsupportedMediaType: 415,
+  URITooLong: 414,
   RangeNotSatisfiable: 416,
+  ExpectationFailed: 417,
   UnprocessableContent: 422,
   TooManyRequests: 429,
   RequestHeaderFieldsTooLarge: 431,
   InternalServerError: 500,
+  NotImplemented: 501,
   BadGateway: 502,
   ServiceUnavailable: 503,
+  HTTPVersionNotSupported: 505,
   InsufficientStorage: 507,
 } as const;
 

@@ -36,6 +36,12 @@ export interface ProgramOptions {
    * the shipped list, scoped to the paths named in `args`
    */
   permissions?: string[];
+  /**
+   * A program that runs deno with the rest of its arguments, e.g.
+   * `["prlimit", "--nofile=120:120", "--"]` for a low open-file limit.
+   * @default {none: deno runs directly}
+   */
+  launcher?: readonly string[];
 }
 
 /** Options for {@linkcode startServerProcess}. */
@@ -182,8 +188,10 @@ function _command(
   if (permissions.some((flag) => flag === "-A" || flag === "--allow-all")) {
     throw new Error("Cannot run the program: it must not run with --allow-all");
   }
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, "--config", DENO_JSON, MAIN_TS, ...args],
+  const denoArgs = ["run", ...permissions, "--config", DENO_JSON, MAIN_TS, ...args];
+  const [launcher, ...launcherArgs] = options.launcher ?? [];
+  return new Deno.Command(launcher ?? Deno.execPath(), {
+    args: launcher === undefined ? denoArgs : [...launcherArgs, Deno.execPath(), ...denoArgs],
     cwd: options.cwd ?? Deno.cwd(),
     env,
     clearEnv: true,

@@ -1,0 +1,236 @@
+/**
+ * Writes a `Response` to an HTTP/1.1 connection. The head and a body known
+ * to be small go out in one write (a response split into a small head and a
+ * body meets the client's delayed ACK and Nagle's algorithm: 40 ms per
+ * response); larger bodies stream with backpressure, `chunked` when their
+ * length is unknown. HEAD answers carry GET's headers, `Content-Length`
+ * included, and no body.
+ *
+ * @module
+ */
+
+/** Options for {@linkcode writeResponse}. */
+export interface WriteResponseOptions {
+  /** Whether the request was HEAD (no body is sent). */
+  head: boolean;
+  /** Whether the connection closes after this response (`Connection: close`). */
+  close: boolean;
+  /** HTTP/1.0 client: no chunked encoding; keep-alive only when asked. */
+  http10: boolean;
+  /** Writes bytes to the connection (all of them, or throws). */
+  write: (bytes: Uint8Array) => Promise<void>;
+}
+
+/** Bodies up to this size are sent with the head in one write when their length is unknown. */
+const COALESCE_BYTES = 64 * 1024;
+const ENCODER = new TextEncoder();
+/** Headers that describe the connection or the framing: set here, never taken from the handler. */
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-connection",
+]);
+
+/**
+ * Writes `response`. Resolves whether the connection can carry another
+ * request: false when the body could not be framed (a `Content-Length`
+ * that did not match the body, an HTTP/1.0 body of unknown length) or
+ * `options.close` was set.
+ */
+export async function writeResponse(
+  response: Response,
+  options: WriteResponseOptions,
+): Promise<boolean> {
+  const status = response.status;
+  const headers: [string, string][] = [];
+  let contentLength: number | undefined;
+  let hasDate = false;
+  for (const [name, value] of response.headers) {
+    if (HOP_BY_HOP.has(name)) continue;
+    if (name === "content-length") {
+      contentLength = Number(value);
+      continue;
+    }
+    if (name === "date") hasDate = true;
+    headers.push([name, value]);
+  }
+  if (!hasDate) headers.push(["date", _httpDate()]);
+  const bodyless = options.head || status < 200 || status === 204 || status === 304;
+  const reader = response.body?.getReader();
+  if (bodyless) {
+    reader?.cancel().catch(() => {});
+    if (contentLength !== undefined && status !== 204) {
+      headers.push(["content-length", String(contentLength)]);
+    }
+    await options.write(_head(status, headers, options.close, options.http10));
+    return !options.close;
+  }
+  let close = options.close;
+  if (reader === undefined) {
+    headers.push(["content-length", "0"]);
+    await options.write(_head(status, headers, close, options.http10));
+    return !close;
+  }
+  try {
+    if (contentLength !== undefined) {
+      return await _writeKnownLength(reader, status, headers, contentLength, options);
+    }
+    // Unknown length: gather what comes quickly up to COALESCE_BYTES; a body that ends
+    // within it gets a Content-Length and goes out with the head in one write.
+    const first: Uint8Array[] = [];
+    let gathered = 0;
+    let ended = false;
+    while (gathered < COALESCE_BYTES) {
+      const { done, value } = await reader.read();
+      if (done) {
+        ended = true;
+        break;
+      }
+      first.push(value);
+      gathered += value.length;
+    }
+    if (ended) {
+      headers.push(["content-length", String(gathered)]);
+      await options.write(_join([_head(status, headers, close, options.http10), ...first]));
+      return !close;
+    }
+    if (options.http10) {
+      // No chunked encoding in HTTP/1.0: the body ends where the connection does.
+      close = true;
+      await options.write(_join([_head(status, headers, close, true), ...first]));
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return false;
+        await options.write(value);
+      }
+    }
+    headers.push(["transfer-encoding", "chunked"]);
+    await options.write(_join([_head(status, headers, close, false), ..._chunk(_join(first))]));
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (value.length > 0) await options.write(_join(_chunk(value)));
+    }
+    await options.write(ENCODER.encode("0\r\n\r\n"));
+    return !close;
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    throw error;
+  }
+}
+
+async function _writeKnownLength(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  status: number,
+  headers: [string, string][],
+  contentLength: number,
+  options: WriteResponseOptions,
+): Promise<boolean> {
+  headers.push(["content-length", String(contentLength)]);
+  let head: Uint8Array | undefined = _head(status, headers, options.close, options.http10);
+  let sent = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    let chunk = value;
+    if (sent + chunk.length > contentLength) {
+      // More body than announced: send what was announced, then close.
+      chunk = chunk.subarray(0, contentLength - sent);
+      await options.write(head ? _join([head, chunk]) : chunk);
+      reader.cancel().catch(() => {});
+      return false;
+    }
+    sent += chunk.length;
+    await options.write(head ? _join([head, chunk]) : chunk);
+    head = undefined;
+  }
+  if (head) await options.write(head);
+  return sent === contentLength && !options.close;
+}
+
+function _head(
+  status: number,
+  headers: [string, string][],
+  close: boolean,
+  http10: boolean,
+): Uint8Array {
+  let text = `HTTP/1.1 ${status} ${REASONS[status] ?? "Status"}\r\n`;
+  for (const [name, value] of headers) text += `${name}: ${value}\r\n`;
+  if (close) text += "connection: close\r\n";
+  else if (http10) text += "connection: keep-alive\r\n";
+  text += "\r\n";
+  return _latin1(text);
+}
+
+function _chunk(data: Uint8Array): Uint8Array[] {
+  return [ENCODER.encode(`${data.length.toString(16)}\r\n`), data, ENCODER.encode("\r\n")];
+}
+
+function _join(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const joined = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
+
+/** Header values are ByteStrings (code points up to 0xff): one byte each. */
+function _latin1(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length);
+  for (let index = 0; index < text.length; index++) bytes[index] = text.charCodeAt(index);
+  return bytes;
+}
+
+let _dateSecond = 0;
+let _dateText = "";
+
+/** The `Date` header value, computed at most once a second. */
+function _httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== _dateSecond) {
+    _dateSecond = second;
+    _dateText = new Date(now).toUTCString();
+  }
+  return _dateText;
+}
+
+const REASONS: Record<number, string> = {
+  100: "Continue",
+  200: "OK",
+  201: "Created",
+  204: "No Content",
+  206: "Partial Content",
+  301: "Moved Permanently",
+  304: "Not Modified",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  406: "Not Acceptable",
+  408: "Request Timeout",
+  409: "Conflict",
+  411: "Length Required",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  415: "Unsupported Media Type",
+  416: "Range Not Satisfiable",
+  417: "Expectation Failed",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
+  507: "Insufficient Storage",
+};

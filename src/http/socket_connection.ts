@@ -1,0 +1,183 @@
+/**
+ * A client connection as the HTTP/1.1 code reads and writes it: chunks in,
+ * bytes out, with backpressure both ways. {@linkcode TcpConnection} wraps a
+ * `Deno.Conn` (plain HTTP); {@linkcode SocketConnection} a `node:tls`
+ * socket (HTTPS, see `tls_over_tcp.ts` for why TLS is done that way).
+ *
+ * @module
+ */
+
+import type { Duplex } from "node:stream";
+
+/** Unread bytes above which the socket stops reading (the client is slowed by TCP). */
+const PAUSE_BYTES = 1024 * 1024;
+
+/** What {@linkcode SocketConnection} offers the HTTP code. */
+export interface ByteConnection {
+  /** The client's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** Our address. */
+  readonly localAddr: Deno.NetAddr;
+  /** The next received bytes, at most `max`; null at end of stream. */
+  readChunk(max: number): Promise<Uint8Array | null>;
+  /** Writes all of `bytes`; resolves when the socket takes more (backpressure). */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Ends our side after what was written (the client sees the end of stream). */
+  closeWrite(): void;
+  /** Destroys the socket at once; pending reads end, pending writes fail. */
+  close(): void;
+}
+
+/** A node socket (or any duplex stream) seen as a {@linkcode ByteConnection}. */
+export class SocketConnection implements ByteConnection {
+  readonly #socket: Duplex;
+  readonly #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #ended = false;
+  #error: Error | undefined;
+  #wake: (() => void) | undefined;
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+
+  readonly #onClose: (() => void) | undefined;
+
+  /**
+   * Reads `socket`, whose errors from now on end the connection instead of
+   * the process; `onClose` also runs on {@linkcode close} (to close what
+   * the socket runs over).
+   */
+  constructor(
+    socket: Duplex,
+    addresses: { remoteAddr: Deno.NetAddr; localAddr: Deno.NetAddr },
+    onClose?: () => void,
+  ) {
+    this.#socket = socket;
+    this.#onClose = onClose;
+    const { remoteAddr, localAddr } = addresses;
+    this.remoteAddr = remoteAddr;
+    this.localAddr = localAddr;
+    socket.on("data", (data: Uint8Array) => {
+      this.#chunks.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      this.#queued += data.byteLength;
+      if (this.#queued >= PAUSE_BYTES) socket.pause();
+      this.#notify();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("error", (error: Error) => {
+      this.#error ??= error;
+      this.#notify();
+    });
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async readChunk(max: number): Promise<Uint8Array | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#error !== undefined) throw this.#error;
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    let chunk = this.#chunks[0]!;
+    if (chunk.length > max) {
+      this.#chunks[0] = chunk.subarray(max);
+      chunk = chunk.subarray(0, max);
+    } else {
+      this.#chunks.shift();
+    }
+    this.#queued -= chunk.length;
+    if (this.#queued < PAUSE_BYTES && this.#socket.isPaused()) this.#socket.resume();
+    return chunk;
+  }
+
+  write(bytes: Uint8Array): Promise<void> {
+    const socket = this.#socket;
+    if (socket.destroyed || this.#error !== undefined) {
+      return Promise.reject(this.#error ?? new Error("Cannot write: the connection is closed"));
+    }
+    if (socket.write(bytes)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        if (socket.destroyed) reject(new Error("Cannot write: the connection closed"));
+        else resolve();
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
+  }
+
+  closeWrite(): void {
+    if (!this.#socket.destroyed) this.#socket.end();
+  }
+
+  close(): void {
+    this.#socket.destroy();
+    this.#onClose?.();
+    this.#ended = true;
+    this.#notify();
+  }
+}
+
+/** A `Deno.Conn` seen as a {@linkcode ByteConnection}. */
+export class TcpConnection implements ByteConnection {
+  readonly #conn: Deno.Conn;
+  #closed = false;
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+
+  /** Reads and writes `conn`. */
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
+    this.localAddr = conn.localAddr as Deno.NetAddr;
+  }
+
+  async readChunk(max: number): Promise<Uint8Array | null> {
+    if (this.#closed) return null;
+    const buffer = new Uint8Array(Math.min(max, READ_BYTES));
+    let count: number | null;
+    try {
+      count = await this.#conn.read(buffer);
+    } catch (error) {
+      if (this.#closed) return null;
+      throw error;
+    }
+    return count === null ? null : buffer.subarray(0, count);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
+    }
+  }
+
+  closeWrite(): void {
+    this.#conn.closeWrite().catch(() => {});
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** Largest single read from a `Deno.Conn`. */
+const READ_BYTES = 256 * 1024;
