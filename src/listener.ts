@@ -217,12 +217,8 @@ export class Listener {
 
   #byteConnection(conn: Deno.TcpConn): ByteConnection {
     if (this.#secureContext === undefined) return new TcpConnection(conn);
-    const socket = startTlsSession(conn, this.#secureContext);
-    return new SocketConnection(
-      socket,
-      conn as { remoteAddr: Deno.NetAddr; localAddr: Deno.NetAddr },
-      () => _close(conn),
-    );
+    const { socket, flow } = startTlsSession(conn, this.#secureContext);
+    return new SocketConnection(socket, conn, { onClose: () => _close(conn), flow });
   }
 
   /**

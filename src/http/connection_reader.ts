@@ -77,6 +77,12 @@ export class ConnectionReader {
         onFirstByte();
       }
       const end = _headEnd(this.#buffered, scanned);
+      if (end !== undefined && end.consumed > maxBytes) {
+        throw new RequestHeadError(
+          STATUS.RequestHeaderFieldsTooLarge,
+          `Cannot read request: the head is larger than ${maxBytes} bytes`,
+        );
+      }
       if (end !== undefined) {
         const head = this.#buffered.subarray(0, end.headLength);
         this.#buffered = this.#buffered.subarray(end.consumed);

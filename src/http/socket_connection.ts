@@ -40,26 +40,33 @@ export class SocketConnection implements ByteConnection {
   readonly localAddr: Deno.NetAddr;
 
   readonly #onClose: (() => void) | undefined;
+  readonly #flow: { pause(): void; resume(): void };
+  #paused = false;
 
   /**
    * Reads `socket`, whose errors from now on end the connection instead of
-   * the process; `onClose` also runs on {@linkcode close} (to close what
-   * the socket runs over).
+   * the process. `options.onClose` also runs on {@linkcode close} (to close
+   * what the socket runs over); `options.flow` stops and restarts reading
+   * beneath the socket (default: the socket's own pause and resume).
    */
   constructor(
     socket: Duplex,
     addresses: { remoteAddr: Deno.NetAddr; localAddr: Deno.NetAddr },
-    onClose?: () => void,
+    options: { onClose?: () => void; flow?: { pause(): void; resume(): void } } = {},
   ) {
     this.#socket = socket;
-    this.#onClose = onClose;
+    this.#onClose = options.onClose;
+    this.#flow = options.flow ?? { pause: () => socket.pause(), resume: () => socket.resume() };
     const { remoteAddr, localAddr } = addresses;
     this.remoteAddr = remoteAddr;
     this.localAddr = localAddr;
     socket.on("data", (data: Uint8Array) => {
       this.#chunks.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       this.#queued += data.byteLength;
-      if (this.#queued >= PAUSE_BYTES) socket.pause();
+      if (this.#queued >= PAUSE_BYTES && !this.#paused) {
+        this.#paused = true;
+        this.#flow.pause();
+      }
       this.#notify();
     });
     socket.on("end", () => {
@@ -96,7 +103,10 @@ export class SocketConnection implements ByteConnection {
       this.#chunks.shift();
     }
     this.#queued -= chunk.length;
-    if (this.#queued < PAUSE_BYTES && this.#socket.isPaused()) this.#socket.resume();
+    if (this.#queued < PAUSE_BYTES && this.#paused) {
+      this.#paused = false;
+      this.#flow.resume();
+    }
     return chunk;
   }
 

@@ -21,19 +21,37 @@ import { type SecureContext, TLSSocket } from "node:tls";
 /** Bytes asked of the connection per read. */
 const READ_BYTES = 64 * 1024;
 
+/** A TLS session on a connection, and the switch for reading from it. */
+export interface TlsSession {
+  /** The decrypted side. */
+  socket: TLSSocket;
+  /** Reading from the connection as the TLS layer asks: on (default) or off. */
+  flow: { pause(): void; resume(): void };
+}
+
 /**
  * Starts a TLS server session on `conn` with `secureContext`, offering
  * HTTP/1.1 by ALPN. Errors (a failed handshake, a reset) surface as the
- * returned socket's `error` event; destroying the socket closes `conn`.
+ * socket's `error` event; destroying the socket closes `conn`. While
+ * `flow` is paused nothing more is read from the connection, so a
+ * consumer slower than the client slows the client down (TCP backpressure)
+ * instead of buffering.
  */
-export function startTlsSession(conn: Deno.TcpConn, secureContext: SecureContext): TLSSocket {
-  const transport = new Duplex({
+export function startTlsSession(conn: Deno.TcpConn, secureContext: SecureContext): TlsSession {
+  let paused = false;
+  let wanted = false;
+  const pull = () => {
+    wanted = false;
+    const buffer = new Uint8Array(READ_BYTES);
+    conn.read(buffer).then(
+      (count) => transport.push(count === null ? null : buffer.subarray(0, count)),
+      (error) => transport.destroy(error),
+    );
+  };
+  const transport: Duplex = new Duplex({
     read() {
-      const buffer = new Uint8Array(READ_BYTES);
-      conn.read(buffer).then(
-        (count) => this.push(count === null ? null : buffer.subarray(0, count)),
-        (error) => this.destroy(error),
-      );
+      if (paused) wanted = true;
+      else pull();
     },
     write(chunk: Uint8Array, _encoding, callback) {
       _writeAll(conn, chunk).then(() => callback(), callback);
@@ -51,11 +69,21 @@ export function startTlsSession(conn: Deno.TcpConn, secureContext: SecureContext
     },
   });
   transport.on("error", () => {});
-  return new TLSSocket(transport, {
+  const socket = new TLSSocket(transport, {
     isServer: true,
     secureContext,
     ALPNProtocols: ["http/1.1"],
   });
+  return {
+    socket,
+    flow: {
+      pause: () => paused = true,
+      resume: () => {
+        paused = false;
+        if (wanted) pull();
+      },
+    },
+  };
 }
 
 async function _writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
