@@ -1,13 +1,19 @@
 /**
  * Stopping the real program (`deno run <shipped permissions> main.ts`) with
  * SIGTERM while uploads run: they finish within `--shutdown_timeout`, or are
- * aborted with their spool files removed; and what a crash leaves behind is
+ * aborted with their spool files removed (a client still sending its body
+ * when the signal comes is read to the end); and what a crash leaves behind is
  * cleaned up at the next start.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
+import {
+  buildPackage,
+  packageFilename,
+  type PackageSpec,
+  writeLargePackage,
+} from "./helpers/conda_package.ts";
 import {
   serverArgs,
   type ServerProcess,
@@ -15,6 +21,8 @@ import {
   type TestTlsFiles,
   writeTestTls,
 } from "./helpers/server_process.ts";
+import { openRaw } from "./helpers/raw_http.ts";
+import { uploadForm } from "./helpers/test_server.ts";
 import { spoolEntries } from "./helpers/upload_clients.ts";
 
 const TOKEN = "graceful-shutdown-token";
@@ -239,4 +247,63 @@ Deno.test("spool files and temporary index files left by a killed server are rem
     });
     assert.equal(response.status, 201, await response.text());
   }
+});
+
+Deno.test("SIGTERM while a form upload over TLS is still sending its body: idle connections close at once, a new write request gets 503 with Retry-After and Connection: close, and the upload gets 201 and is indexed", async () => {
+  await using setup = await setUp();
+  await using server = await start(setup);
+  const spec: PackageSpec = { name: "sent-through-the-drain", version: "1.0" };
+  // ~400 KiB, as in the report of the cut-off uploads.
+  const file = join(setup.dir, packageFilename(spec));
+  await writeLargePackage(file, { ...spec, build: "0" }, 400 * 1024);
+  const bytes = await Deno.readFile(file);
+  const form = new Request("https://x/", {
+    method: "POST",
+    body: uploadForm(TOKEN, packageFilename(spec), bytes),
+  });
+  const body = await form.bytes();
+  const open = () => openRaw(server.url, { caFile: setup.tls.caFile });
+
+  using idle = await open();
+  await idle.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert.equal((await idle.readResponse()).status, 200);
+
+  using upload = await open();
+  await upload.send(
+    `POST / HTTP/1.1\r\nHost: x\r\nContent-Type: ${
+      form.headers.get("content-type")
+    }\r\nContent-Length: ${body.length}\r\n\r\n`,
+  );
+  const firstPart = 64 * 1024;
+  await upload.send(body.subarray(0, firstPart));
+
+  using late = await open();
+  await late.send(
+    `PUT /linux-64/${packageFilename({ name: "late", version: "1.0" })} HTTP/1.1\r\n`,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 200));
+
+  server.kill("SIGTERM");
+  await server.waitForLine(/shutting down/);
+  const idleClosedMs = await idle.closedWithin(2_000);
+  assert.ok(idleClosedMs !== null, "an idle keep-alive connection stayed open");
+
+  await late.send(`Host: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 10\r\n\r\n`);
+  const refused = await late.readResponse();
+  assert.equal(refused.status, 503);
+  assert.ok(refused.headers.has("retry-after"));
+  assert.equal(refused.headers.get("connection"), "close");
+
+  // The rest of the body, in pieces over about a second, after the signal.
+  for (let offset = firstPart; offset < body.length; offset += 40 * 1024) {
+    assert.ok(await upload.send(body.subarray(offset, offset + 40 * 1024)), "the upload was cut");
+    await new Promise((resolve) => setTimeout(resolve, 80));
+  }
+  const response = await upload.readResponse();
+  assert.equal(response.status, 201, new TextDecoder().decode(response.body));
+  assert.equal(response.headers.get("connection"), "close");
+  const status = await server.status;
+  assert.equal(status.code, 0, server.stderr.join("\n"));
+  assert.deepEqual(await indexedFilenames(setup.channel, "linux-64"), [packageFilename(spec)]);
+  assert.deepEqual(await spoolEntries(setup.channel), []);
 });
