@@ -56,6 +56,8 @@ export class Http1Connection {
   /** Waiting for the first byte of a request (closed at once on drain). */
   #idle = true;
   #draining = false;
+  /** Aborts the signal of the request being handled: the client went away. */
+  #requestAbort: AbortController | undefined;
 
   /** Serves `conn` (not yet read from). */
   constructor(conn: ByteConnection, options: Http1ConnectionOptions) {
@@ -63,6 +65,7 @@ export class Http1Connection {
     this.#options = options;
     this.#reader = new ConnectionReader(conn);
     this.#remoteAddr = conn.remoteAddr;
+    conn.closed.then(() => this.#requestAbort?.abort());
   }
 
   /**
@@ -170,11 +173,14 @@ export class Http1Connection {
       completed: new Promise<void>((resolve) => completed = resolve),
     };
     let response: Response;
+    const abort = new AbortController();
+    this.#requestAbort = abort;
     try {
       const request = new Request(url, {
         method: head.method,
         headers: head.fields,
         body: bodyAllowed && head.framing.kind !== "none" ? body.stream : null,
+        signal: abort.signal,
       });
       response = await this.#options.handler(request, info);
     } catch (error) {
@@ -201,6 +207,7 @@ export class Http1Connection {
         write: (bytes) => this.#write(bytes),
       });
     } finally {
+      this.#requestAbort = undefined;
       completed();
     }
     if (drain) {
@@ -209,7 +216,10 @@ export class Http1Connection {
       this.#disarm();
     }
     if (!reusable) {
-      if (body.state === "reading") await this.#linger();
+      if (body.state === "reading") {
+        await body.stop();
+        await this.#linger();
+      }
       return false;
     }
     return true;

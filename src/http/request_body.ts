@@ -97,12 +97,20 @@ export class RequestBody {
   }
 
   /**
+   * Stops handing the body to the handler and waits for a read in progress,
+   * so that the connection can be read by someone else (or closed).
+   */
+  async stop(): Promise<void> {
+    this.#cancelled = true;
+    await this.#pending.catch(() => {});
+  }
+
+  /**
    * Reads and drops what is left of the body, at most `maxBytes`. Resolves
    * true when the body ended within the limit (the connection can go on).
    */
   async discard(maxBytes: number): Promise<boolean> {
-    this.#cancelled = true;
-    await this.#pending.catch(() => {});
+    await this.stop();
     let dropped = 0;
     try {
       while (this.#state === "reading") {

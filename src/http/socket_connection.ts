@@ -18,6 +18,8 @@ export interface ByteConnection {
   readonly remoteAddr: Deno.NetAddr;
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
+  /** Settles when the connection is closed (by either side) or has failed. */
+  readonly closed: Promise<void>;
   /** The next received bytes, at most `max`; null at end of stream. */
   readChunk(max: number): Promise<Uint8Array | null>;
   /** Writes all of `bytes`; resolves when the socket takes more (backpressure). */
@@ -38,7 +40,8 @@ export class SocketConnection implements ByteConnection {
   #wake: (() => void) | undefined;
   readonly remoteAddr: Deno.NetAddr;
   readonly localAddr: Deno.NetAddr;
-
+  readonly closed: Promise<void>;
+  #resolveClosed!: () => void;
   readonly #onClose: (() => void) | undefined;
   readonly #flow: { pause(): void; resume(): void };
   #paused = false;
@@ -58,6 +61,7 @@ export class SocketConnection implements ByteConnection {
     this.#onClose = options.onClose;
     this.#flow = options.flow ?? { pause: () => socket.pause(), resume: () => socket.resume() };
     const { remoteAddr, localAddr } = addresses;
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     this.remoteAddr = remoteAddr;
     this.localAddr = localAddr;
     socket.on("data", (data: Uint8Array) => {
@@ -75,10 +79,12 @@ export class SocketConnection implements ByteConnection {
     });
     socket.on("close", () => {
       this.#ended = true;
+      this.#resolveClosed();
       this.#notify();
     });
     socket.on("error", (error: Error) => {
       this.#error ??= error;
+      this.#resolveClosed();
       this.#notify();
     });
   }
@@ -95,19 +101,41 @@ export class SocketConnection implements ByteConnection {
       if (this.#ended) return null;
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
-    let chunk = this.#chunks[0]!;
-    if (chunk.length > max) {
-      this.#chunks[0] = chunk.subarray(max);
-      chunk = chunk.subarray(0, max);
-    } else {
-      this.#chunks.shift();
-    }
+    const chunk = this.#take(max);
     this.#queued -= chunk.length;
     if (this.#queued < PAUSE_BYTES && this.#paused) {
       this.#paused = false;
       this.#flow.resume();
     }
     return chunk;
+  }
+
+  /**
+   * Up to `max` queued bytes as one chunk: TLS delivers at most 16 KiB per
+   * record, and joining them spares the body's consumers (hashing, the
+   * spool file, timers) three quarters of their per-chunk work.
+   */
+  #take(max: number): Uint8Array {
+    const first = this.#chunks[0]!;
+    if (first.length >= max) {
+      if (first.length === max) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(max);
+      return first.subarray(0, max);
+    }
+    let count = 0;
+    let length = 0;
+    while (count < this.#chunks.length && length + this.#chunks[count]!.length <= max) {
+      length += this.#chunks[count]!.length;
+      count++;
+    }
+    if (count === 1) return this.#chunks.shift()!;
+    const joined = new Uint8Array(length);
+    let offset = 0;
+    for (const part of this.#chunks.splice(0, count)) {
+      joined.set(part, offset);
+      offset += part.length;
+    }
+    return joined;
   }
 
   write(bytes: Uint8Array): Promise<void> {
@@ -136,6 +164,7 @@ export class SocketConnection implements ByteConnection {
     this.#socket.destroy();
     this.#onClose?.();
     this.#ended = true;
+    this.#resolveClosed();
     this.#notify();
   }
 }
@@ -146,10 +175,14 @@ export class TcpConnection implements ByteConnection {
   #closed = false;
   readonly remoteAddr: Deno.NetAddr;
   readonly localAddr: Deno.NetAddr;
+  /** Settles on {@linkcode close}, or when a read finds the connection ended or failed. */
+  readonly closed: Promise<void>;
+  #resolveClosed!: () => void;
 
   /** Reads and writes `conn`. */
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
     this.localAddr = conn.localAddr as Deno.NetAddr;
   }
@@ -161,10 +194,15 @@ export class TcpConnection implements ByteConnection {
     try {
       count = await this.#conn.read(buffer);
     } catch (error) {
+      this.#resolveClosed();
       if (this.#closed) return null;
       throw error;
     }
-    return count === null ? null : buffer.subarray(0, count);
+    if (count === null) {
+      this.#resolveClosed();
+      return null;
+    }
+    return buffer.subarray(0, count);
   }
 
   async write(bytes: Uint8Array): Promise<void> {
@@ -181,6 +219,7 @@ export class TcpConnection implements ByteConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#resolveClosed();
     try {
       this.#conn.close();
     } catch {
