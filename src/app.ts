@@ -133,6 +133,7 @@ export async function startApplication(
   }
   const metrics = new Metrics();
   const several = named.length > 0;
+  const channelNames = named.map((channel) => channel.name.toLowerCase());
   const uploadService = (channel: OpenChannel) =>
     new UploadService(channel.storage, channel.indexer, {
       maxUploadBytes: config.maxUploadBytes,
@@ -140,6 +141,7 @@ export async function startApplication(
       logger,
       events: uploadEvents(metrics, auditLog, several ? channel.name : undefined),
       ...(several ? { channel: channel.name } : {}),
+      ...(channel.storage === storage ? { shadowedSubdirs: channelNames } : {}),
     });
   const uploads = uploadService({ name: config.channelName, storage, indexer });
   const namedChannels = named.map((channel) => ({

@@ -156,3 +156,23 @@ Deno.test("rattler solves from each of two channels on one server independently"
     /Cannot solve with rattler/,
   );
 });
+
+Deno.test("a package for a subdir named like another channel is refused by the channel at / with 409, and nothing is kept", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "auh-channels-" });
+  const teamA = join(dir, "team-a");
+  await Deno.mkdir(teamA);
+  try {
+    await using server = await startTestServer({ flags: { channels: [`team-a=${teamA}`] } });
+    const shadowed: PackageSpec = { name: "shadowed", version: "1.0", subdir: "team-a" };
+    const response = await server.fetch("/", {
+      method: "POST",
+      body: uploadForm(server.token, packageFilename(shadowed), await buildPackage(shadowed)),
+    });
+    assert.equal(response.status, 409);
+    assert.match(await response.text(), /subdir team-a is the name of another channel/);
+    await assert.rejects(Deno.stat(join(server.channelRoot, "team-a")), Deno.errors.NotFound);
+    assert.deepEqual(await repodataNames(server, "/team-a/noarch/repodata.json"), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -31,6 +31,12 @@ export interface UploadServiceOptions {
   events?: UploadEvents;
   /** The channel's name, for log lines. */
   channel?: string;
+  /**
+   * Subdir names this channel must not take, because `/<name>/` is another
+   * channel on this server (the channel at `/` and each `--channel NAME`).
+   * @default {[]}
+   */
+  shadowedSubdirs?: readonly string[];
 }
 
 /** What {@linkcode UploadService} reports as it works. */
@@ -216,6 +222,12 @@ export class UploadService {
         `Cannot accept artifact: it is for subdir ${metadata.subdir}, not ${
           JSON.stringify(request.expectedSubdir.slice(0, 64))
         }`,
+      );
+    }
+    if (this.#options.shadowedSubdirs?.includes(metadata.subdir.toLowerCase())) {
+      throw new HttpError(
+        STATUS.Conflict,
+        `Cannot publish package: its subdir ${metadata.subdir} is the name of another channel on this server (/${metadata.subdir}/)`,
       );
     }
     const replace = request.replace === true;
