@@ -36,7 +36,12 @@ async function run(command: Command): Promise<number> {
     }
     case "index": {
       const logger = createLogger();
-      const report = await runIndexCommand(command.root, command.condaExe, logger);
+      const report = await runIndexCommand(
+        command.root,
+        command.condaExe,
+        logger,
+        command.storage,
+      );
       return report.failed.length > 0 ? 3 : 0;
     }
     case "serve": {

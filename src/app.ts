@@ -29,7 +29,7 @@ import { createHandler } from "./server.ts";
 import { AuthThrottle } from "./auth/auth_throttle.ts";
 import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import { UploadGate } from "./upload/upload_gate.ts";
-import type { ChannelStorage } from "./storage/channel_storage.ts";
+import type { ChannelStore } from "./storage/channel_store.ts";
 import { type OpenChannel, openChannel } from "./open_channel.ts";
 import { type UploadEvents, UploadService } from "./upload/upload_service.ts";
 
@@ -42,7 +42,7 @@ export interface RunningServer {
   /** The port actually bound. */
   port: number;
   /** The channel's storage. */
-  storage: ChannelStorage;
+  storage: ChannelStore;
   /** The channel's indexer. */
   indexer: ChannelIndexer;
   /** What `/metrics` reports. */
@@ -107,9 +107,11 @@ export async function startApplication(
       "INSECURE: serving plain HTTP (--insecure_no_tls); tokens cross the network in clear text unless a TLS proxy is in front",
     );
   }
-  const openOptions = config.condaExe === undefined
-    ? { logger }
-    : { logger, condaExe: config.condaExe };
+  const openOptions = {
+    logger,
+    ...(config.condaExe === undefined ? {} : { condaExe: config.condaExe }),
+    ...(config.objectStorage === undefined ? {} : { objectStorage: config.objectStorage }),
+  };
   const { storage, indexer } = await openChannel(
     { name: config.channelName, root: config.channelRoot },
     openOptions,
@@ -212,7 +214,8 @@ export async function startApplication(
   logger.info("listening", {
     url,
     address: config.hostname,
-    channel: config.channelRoot,
+    channel: storage.root,
+    work_dir: config.objectStorage === undefined ? undefined : config.channelRoot,
     indexer: config.condaExe ? `${config.condaExe} index` : "built-in",
     channels: several
       ? named.map((channel) => `${channel.name}=${channel.storage.root}`).join(",")

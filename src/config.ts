@@ -30,8 +30,10 @@ export class ConfigError extends Error {
 
 /** Everything the server needs to start. */
 export interface ServerConfig {
-  /** Absolute path of the channel root. */
+  /** Absolute path of the channel root (with {@linkcode objectStorage}: the replica's work directory). */
   channelRoot: string;
+  /** Set with `--storage`: the channel is kept in this object store. */
+  objectStorage?: ObjectStorageConfig;
   /** Set when WRITE_DIR named a subdir and its parent was taken as the root. */
   writeDirWasSubdir?: string;
   /** Name of the channel in upload URLs. */
@@ -102,6 +104,12 @@ export interface ObjectStorageConfig {
   location: S3Location;
   /** Credentials, region and endpoint from the `AWS_*` variables. */
   settings: S3Settings;
+  /** `AUH_S3_REFRESH_MS`: how long a replica trusts what it looked up, in ms. */
+  refreshMs?: number;
+  /** `AUH_S3_ORPHAN_GRACE_S`: age at which an unrecorded package object is an orphan, in ms. */
+  orphanGraceMs?: number;
+  /** `AUH_S3_MULTIPART_MIB`: packages above this size go as multipart uploads, in bytes. */
+  multipartThreshold?: number;
 }
 
 /**
@@ -112,12 +120,28 @@ export function resolveObjectStorage(
   value: string,
   env: Readonly<Record<string, string>>,
 ): ObjectStorageConfig {
+  let config: ObjectStorageConfig;
   try {
-    return { kind: "s3", location: parseS3Url(value), settings: s3SettingsFromEnv(env) };
+    config = { kind: "s3", location: parseS3Url(value), settings: s3SettingsFromEnv(env) };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new ConfigError(reason.replace(/^Cannot [^:]+: /, "Cannot start: "));
   }
+  const tuning = (name: string, scale: number): number | undefined => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return undefined;
+    if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1) {
+      throw new ConfigError(`Cannot start: ${name} must be a whole number from 1, not ${raw}`);
+    }
+    return Number(raw) * scale;
+  };
+  const refreshMs = tuning("AUH_S3_REFRESH_MS", 1);
+  const orphanGraceMs = tuning("AUH_S3_ORPHAN_GRACE_S", 1000);
+  const multipartThreshold = tuning("AUH_S3_MULTIPART_MIB", 1024 * 1024);
+  if (refreshMs !== undefined) config.refreshMs = refreshMs;
+  if (orphanGraceMs !== undefined) config.orphanGraceMs = orphanGraceMs;
+  if (multipartThreshold !== undefined) config.multipartThreshold = multipartThreshold;
+  return config;
 }
 
 /** Default port, the original README's example being 9999 but TLS servers usually 8443. */
@@ -133,23 +157,38 @@ export const TOKEN_BUDGET_BYTES = 65_536;
 /** Checks flags and reads the token hash file; throws {@linkcode ConfigError}. */
 export async function resolveServerConfig(flags: ServerFlags): Promise<ServerConfig> {
   const dev = flags.dev;
+  let objectStorage: ObjectStorageConfig | undefined;
   if (flags.storage !== undefined) {
-    resolveObjectStorage(flags.storage, Deno.env.toObject());
-    throw new ConfigError(
-      "Cannot start: --storage is checked but not served yet (object storage, issue 14, phase 2)",
-    );
+    objectStorage = resolveObjectStorage(flags.storage, Deno.env.toObject());
+    if (flags.condaExe !== undefined) {
+      throw new ConfigError(
+        "Cannot start: --conda_exe needs a local channel directory and cannot be used with --storage",
+      );
+    }
+    if ((flags.channels ?? []).length > 0) {
+      throw new ConfigError("Cannot start: --channel cannot be used with --storage");
+    }
+    if (flags.writeDir === undefined && !dev) {
+      throw new ConfigError(
+        "Cannot start: no work directory given (-d WRITE_DIR: the replica's spool with --storage)",
+      );
+    }
   }
   if (flags.writeDir === undefined && !dev) {
     throw new ConfigError("Cannot start: no channel directory given (-d WRITE_DIR)");
   }
   let channelRoot = resolve(flags.writeDir ?? "channel");
   let writeDirWasSubdir: string | undefined;
-  if (isKnownSubdir(basename(channelRoot))) {
+  if (objectStorage === undefined && isKnownSubdir(basename(channelRoot))) {
     writeDirWasSubdir = channelRoot;
     channelRoot = dirname(channelRoot);
   }
   const port = parsePort(flags.port ?? String(DEFAULT_PORT));
-  const channelName = flags.channelName ?? basename(channelRoot);
+  // Every replica of an object-store channel has the same name: the prefix's last segment.
+  const channelName = flags.channelName ??
+    (objectStorage === undefined
+      ? basename(channelRoot)
+      : objectStorage.location.prefix.split("/").at(-1) || objectStorage.location.bucket);
   const channels = (flags.channels ?? []).map((value) => {
     try {
       return parseChannelFlag(value);
@@ -254,6 +293,7 @@ export async function resolveServerConfig(flags: ServerFlags): Promise<ServerCon
       "--max_connections_per_client",
     );
   }
+  if (objectStorage !== undefined) config.objectStorage = objectStorage;
   if (flags.auditLog !== undefined) config.auditLog = resolve(flags.auditLog);
   if (flags.tokenHashFile !== undefined) config.tokenHashFile = resolve(flags.tokenHashFile);
   if (flags.trustedPublishers !== undefined) {

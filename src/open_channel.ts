@@ -8,20 +8,23 @@
  * @module
  */
 
-import { ConfigError } from "./config.ts";
+import { ConfigError, type ObjectStorageConfig } from "./config.ts";
 import { BuiltinIndex } from "./index/builtin_index.ts";
 import type { ChannelIndexer, ReconcileReport } from "./index/channel_indexer.ts";
 import { CondaExeIndex } from "./index/conda_exe_index.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { NamedChannel } from "./named_channels.ts";
 import { ChannelStorage } from "./storage/channel_storage.ts";
+import type { ChannelStore } from "./storage/channel_store.ts";
+import { S3ChannelStorage } from "./storage/s3_channel_storage.ts";
+import { S3ObjectStore } from "./storage/s3_object_store.ts";
 
 /** An opened channel. */
 export interface OpenChannel {
   /** Its name in upload URLs (and for `--channel`, the first segment of its URLs). */
   name: string;
   /** Its files. */
-  storage: ChannelStorage;
+  storage: ChannelStore;
   /** Its index. */
   indexer: ChannelIndexer;
 }
@@ -32,6 +35,37 @@ export interface OpenChannelOptions {
   logger: Logger;
   /** Index with `CONDA_EXE index` instead of the built-in index. */
   condaExe?: string;
+  /** Keep the channel in this object store; `channel.root` is then the local work directory. */
+  objectStorage?: ObjectStorageConfig;
+}
+
+/**
+ * Opens the storage of `channel`: its directory, or with `objectStorage`
+ * the object store (and `root` as the work directory). Throws
+ * {@linkcode ConfigError} when it cannot be used.
+ */
+export async function openChannelStore(
+  root: string,
+  options: Pick<OpenChannelOptions, "logger" | "objectStorage">,
+): Promise<ChannelStore> {
+  try {
+    const objectStorage = options.objectStorage;
+    if (objectStorage === undefined) return await ChannelStorage.open(root);
+    const { bucket, prefix } = objectStorage.location;
+    const store = new S3ObjectStore(objectStorage.settings, objectStorage.location);
+    return await S3ChannelStorage.open(`s3://${bucket}/${prefix}`, store, root, {
+      logger: options.logger,
+      ...(objectStorage.refreshMs === undefined ? {} : { refreshMs: objectStorage.refreshMs }),
+      ...(objectStorage.orphanGraceMs === undefined
+        ? {}
+        : { orphanGraceMs: objectStorage.orphanGraceMs }),
+      ...(objectStorage.multipartThreshold === undefined
+        ? {}
+        : { multipartThreshold: objectStorage.multipartThreshold }),
+    });
+  } catch (error) {
+    throw new ConfigError(error instanceof Error ? error.message : String(error));
+  }
 }
 
 /**
@@ -43,12 +77,7 @@ export async function openChannel(
   options: OpenChannelOptions,
 ): Promise<OpenChannel> {
   const { logger } = options;
-  let storage: ChannelStorage;
-  try {
-    storage = await ChannelStorage.open(channel.root);
-  } catch (error) {
-    throw new ConfigError(error instanceof Error ? error.message : String(error));
-  }
+  const storage = await openChannelStore(channel.root, options);
   try {
     const leftovers = await storage.removeLeftoverSpoolFiles();
     if (leftovers.length > 0) {
@@ -65,6 +94,7 @@ export async function openChannel(
       });
     }
     const indexer = await openIndexer(channel.name, storage, options);
+    if (options.objectStorage !== undefined) sweepPeriodically(channel.name, indexer, options);
     return { name: channel.name, storage, indexer };
   } catch (error) {
     storage.close();
@@ -72,13 +102,48 @@ export async function openChannel(
   }
 }
 
+/**
+ * Reconciles an object-store channel now and then, which also sweeps the
+ * orphans of uploads a crashed replica never acknowledged (see
+ * `s3_channel_storage.ts`): every half orphan grace (at most once a second).
+ */
+function sweepPeriodically(name: string, indexer: ChannelIndexer, options: OpenChannelOptions) {
+  const graceMs = options.objectStorage?.orphanGraceMs ?? 5 * 60 * 1000;
+  let running = false;
+  const timer = setInterval(async () => {
+    if (running) return;
+    running = true;
+    try {
+      const report = await indexer.reconcile();
+      if (report.added.length + report.removed.length > 0) {
+        options.logger.info("index reconciled with the store", {
+          channel: name,
+          added: report.added.length,
+          removed: report.removed.length,
+        });
+      }
+    } catch (error) {
+      options.logger.warn("Cannot reconcile index with the store", {
+        channel: name,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      running = false;
+    }
+  }, Math.max(1000, graceMs / 2));
+  Deno.unrefTimer(timer);
+}
+
 async function openIndexer(
   name: string,
-  storage: ChannelStorage,
+  storage: ChannelStore,
   options: OpenChannelOptions,
 ): Promise<ChannelIndexer> {
   const { logger } = options;
   if (options.condaExe !== undefined) {
+    if (!(storage instanceof ChannelStorage)) {
+      throw new ConfigError("Cannot start: --conda_exe needs a local channel directory");
+    }
     return new CondaExeIndex(options.condaExe, storage, { logger });
   }
   const index = await BuiltinIndex.open(storage, { logger });

@@ -40,7 +40,7 @@ import type { Logger } from "./log.ts";
 import { healthResponse } from "./observability/health.ts";
 import type { Metrics } from "./observability/metrics.ts";
 import { serveChannel, type ServeChannelOptions } from "./serve/serve_channel.ts";
-import type { ChannelStorage } from "./storage/channel_storage.ts";
+import type { ChannelStore } from "./storage/channel_store.ts";
 import { type FrontDoorContext, handleWrite } from "./upload/front_door.ts";
 import { PreAuthPool } from "./upload/pre_auth_pool.ts";
 import type { UploadGate } from "./upload/upload_gate.ts";
@@ -51,7 +51,7 @@ import { writeMethods } from "./upload/write_routes.ts";
 /** What the handler needs. */
 export interface HandlerContext {
   /** The channel's storage. */
-  storage: ChannelStorage;
+  storage: ChannelStore;
   /** The shared upload path. */
   uploads: UploadService;
   /** Checks tokens. */

@@ -63,7 +63,7 @@ Deno.test("s3SettingsFromEnv() takes the standard AWS variables, us-east-1 by de
   );
 });
 
-Deno.test("--storage is parsed from the flag and AUH_STORAGE, checked, and refused until served", async () => {
+Deno.test("--storage is parsed from the flag and AUH_STORAGE (also for index) and checked, with its tuning variables", async () => {
   const fromFlag = parseCommandLine(["--storage", "s3://conda/main", "-d", "work"]);
   assert(fromFlag.kind === "serve");
   assert.equal(fromFlag.flags.storage, "s3://conda/main");
@@ -91,6 +91,28 @@ Deno.test("--storage is parsed from the flag and AUH_STORAGE, checked, and refus
     resolveServerConfig({ ...fromFlag.flags, storage: "gs://conda" }),
     /gs:\/\/conda is not like/,
   );
+  const tuned = resolveObjectStorage("s3://conda/main", {
+    ...CREDENTIALS,
+    AUH_S3_REFRESH_MS: "250",
+    AUH_S3_ORPHAN_GRACE_S: "7",
+    AUH_S3_MULTIPART_MIB: "64",
+  });
+  assert.equal(tuned.refreshMs, 250);
+  assert.equal(tuned.orphanGraceMs, 7000);
+  assert.equal(tuned.multipartThreshold, 64 * 1024 * 1024);
+  assert.throws(
+    () => resolveObjectStorage("s3://conda/main", { ...CREDENTIALS, AUH_S3_REFRESH_MS: "soon" }),
+    (error: Error) =>
+      error instanceof ConfigError &&
+      error.message === "Cannot start: AUH_S3_REFRESH_MS must be a whole number from 1, not soon",
+  );
+  const index = parseCommandLine(["index", "work", "--storage", "s3://conda/main"]);
+  assert.deepEqual(index, {
+    kind: "index",
+    root: "work",
+    condaExe: undefined,
+    storage: "s3://conda/main",
+  });
 });
 
 Deno.test("the S3 XML reader decodes entities and finds elements in order", () => {

@@ -33,7 +33,7 @@ export const SERVER_FLAGS: Readonly<Record<string, FlagSpec>> = {
     type: "string",
     value: "URL",
     help:
-      "s3://BUCKET/PREFIX: keep the channel in S3-compatible object storage (credentials and endpoint from AWS_*); checked, not served yet",
+      "s3://BUCKET/PREFIX: keep the channel in S3-compatible object storage (credentials and endpoint from AWS_*); WRITE_DIR is then the replica's local work directory",
   },
   port: { short: "p", type: "string", value: "PORT", help: "port to listen on (default 8443)" },
   host: {
@@ -165,7 +165,7 @@ export type Command =
   | { kind: "serve"; flags: ServerFlags }
   | { kind: "hash-token"; token: string | undefined; salt: string }
   | { kind: "generate-token"; salt: string }
-  | { kind: "index"; root: string; condaExe: string | undefined }
+  | { kind: "index"; root: string; condaExe: string | undefined; storage?: string }
   | { kind: "help" }
   | { kind: "version" };
 
@@ -316,6 +316,7 @@ function parseGenerateToken(
 function parseIndex(args: readonly string[], env: Readonly<Record<string, string>>): Command {
   const spec: Record<string, FlagSpec> = {
     conda_exe: SERVER_FLAGS.conda_exe!,
+    storage: SERVER_FLAGS.storage!,
     help: SALT_FLAG.help!,
   };
   const { values, positionals } = parse(args, spec, true);
@@ -325,7 +326,13 @@ function parseIndex(args: readonly string[], env: Readonly<Record<string, string
     throw new UsageError("index takes exactly one CHANNEL_ROOT");
   }
   const condaExe = values.conda_exe ?? env[ENV_PREFIX + "CONDA_EXE"];
-  return { kind: "index", root, condaExe: typeof condaExe === "string" ? condaExe : undefined };
+  const storage = values.storage ?? env[ENV_PREFIX + "STORAGE"];
+  return {
+    kind: "index",
+    root,
+    condaExe: typeof condaExe === "string" ? condaExe : undefined,
+    ...(typeof storage === "string" ? { storage } : {}),
+  };
 }
 
 function saltOf(value: unknown, env: Readonly<Record<string, string>>): string {
@@ -392,7 +399,7 @@ export function helpText(version: string): string {
     "  artifact-upload-handler --dev                       development server, no setup",
     "  artifact-upload-handler hash-token [TOKEN] [--salt SALT]   (reads TOKEN from stdin if absent)",
     "  artifact-upload-handler generate-token [--salt SALT]",
-    "  artifact-upload-handler index CHANNEL_ROOT [-e CONDA_EXE]",
+    "  artifact-upload-handler index CHANNEL_ROOT [-e CONDA_EXE | --storage s3://BUCKET/PREFIX]",
     "",
     "Options (each also from the environment variable shown):",
   ];

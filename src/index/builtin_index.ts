@@ -17,7 +17,7 @@
 import { type Logger, silentLogger } from "../log.ts";
 import type { PackageRecordSource } from "../package/package_metadata.ts";
 import { isSubdirName } from "../package/platforms.ts";
-import type { ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelStore } from "../storage/channel_store.ts";
 import type { ChannelIndexer, ReconcileReport } from "./channel_indexer.ts";
 import { reconcileChannel } from "./index_reconcile.ts";
 import { IndexWriteCycle } from "./index_write_cycle.ts";
@@ -56,12 +56,12 @@ export interface BuiltinIndexOptions {
 
 /** The built-in incremental index of a channel. */
 export class BuiltinIndex implements ChannelIndexer {
-  #storage: ChannelStorage;
+  #storage: ChannelStore;
   #logger: Logger;
   #files: SubdirFiles;
   #cycle: IndexWriteCycle;
 
-  private constructor(storage: ChannelStorage, options: BuiltinIndexOptions) {
+  private constructor(storage: ChannelStore, options: BuiltinIndexOptions) {
     this.#storage = storage;
     this.#logger = options.logger ?? silentLogger;
     this.#files = new SubdirFiles(storage, {
@@ -83,14 +83,14 @@ export class BuiltinIndex implements ChannelIndexer {
    * @example Usage
    * ```ts ignore
    * import { BuiltinIndex } from "./builtin_index.ts";
-   * import { ChannelStorage } from "../storage/channel_storage.ts";
+   * import { ChannelStore } from "../storage/channel_storage.ts";
    * const index = await BuiltinIndex.open(await ChannelStorage.open("./channel"));
    * const report = await index.reconcile();
    * console.log(report.added.length, report.unchanged);
    * ```
    */
   static async open(
-    storage: ChannelStorage,
+    storage: ChannelStore,
     options: BuiltinIndexOptions = {},
   ): Promise<BuiltinIndex> {
     const index = new BuiltinIndex(storage, options);

@@ -7,7 +7,7 @@
 
 import { createHash } from "node:crypto";
 import type { FileDigest } from "../package/package_metadata.ts";
-import type { ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelStore } from "../storage/channel_store.ts";
 
 /**
  * Reads the channel file at `relative` ("subdir/file") once and returns its
@@ -24,7 +24,7 @@ import type { ChannelStorage } from "../storage/channel_storage.ts";
  * ```
  */
 export async function digestChannelFile(
-  storage: ChannelStorage,
+  storage: ChannelStore,
   relative: string,
 ): Promise<FileDigest> {
   const opened = await storage.open(relative);
@@ -32,8 +32,8 @@ export async function digestChannelFile(
   const sha256 = createHash("sha256");
   const md5 = createHash("md5");
   let size = 0;
-  // The readable stream closes the file when it ends or fails.
-  for await (const chunk of opened.file.readable) {
+  // The stream closes the file when it ends or fails.
+  for await (const chunk of opened.stream(0, opened.entry.size)) {
     sha256.update(chunk);
     md5.update(chunk);
     size += chunk.length;

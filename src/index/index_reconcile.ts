@@ -12,7 +12,7 @@
 import type { Logger } from "../log.ts";
 import { inspectPackage } from "../package/inspect_package.ts";
 import { isKnownSubdir, isSubdirName } from "../package/platforms.ts";
-import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelEntry, ChannelStore } from "../storage/channel_store.ts";
 import type { ReconcileReport } from "./channel_indexer.ts";
 import { digestChannelFile } from "./file_digest.ts";
 import type { IndexOp, IndexWriteCycle } from "./index_write_cycle.ts";
@@ -26,7 +26,7 @@ const READ_CONCURRENCY = 2;
 /** What {@linkcode reconcileChannel} works with. */
 export interface ReconcileContext {
   /** The channel. */
-  storage: ChannelStorage;
+  storage: ChannelStore;
   /** The index's write cycle, which holds the subdirs in memory. */
   cycle: IndexWriteCycle;
   /** The subdirs' files, to tell stale ones. */
@@ -41,7 +41,7 @@ export interface ReconcileContext {
  * a `repodata.json` or package files.
  */
 export async function channelSubdirs(
-  storage: ChannelStorage,
+  storage: ChannelStore,
   inMemory: Iterable<string>,
 ): Promise<string[]> {
   const subdirs = new Set(["noarch", ...inMemory]);
@@ -90,7 +90,9 @@ export async function reconcileChannel(context: ReconcileContext): Promise<Recon
         known.runExports !== undefined &&
         repodata !== undefined && file.mtimeMs <= repodata.mtimeMs;
       if (trusted) report.unchanged++;
-      else toRead.push(file);
+      else if (known || await storage.mayIndexUnrecorded(`${subdir}/${file.name}`, file)) {
+        toRead.push(file);
+      }
     }
     const gone = state
       ? [...state.index.packages()].filter((pkg) => !listed.has(pkg.filename))
@@ -153,12 +155,12 @@ async function _readPackages(
 }
 
 async function _readPackage(
-  storage: ChannelStorage,
+  storage: ChannelStore,
   subdir: string,
   filename: string,
 ): Promise<IndexedPackage> {
   const path = `${subdir}/${filename}`;
-  const metadata = await inspectPackage(storage.localPath(path), filename);
+  const metadata = await storage.withLocalCopy(path, (local) => inspectPackage(local, filename));
   if (metadata.subdir !== subdir) {
     throw new Error(`Cannot index ${path}: its index.json is for subdir ${metadata.subdir}`);
   }

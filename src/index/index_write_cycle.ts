@@ -15,7 +15,7 @@
 
 import type { Logger } from "../log.ts";
 import { isSubdirName } from "../package/platforms.ts";
-import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelEntry, ChannelStore } from "../storage/channel_store.ts";
 import { Channeldata, type ChanneldataInput } from "./channeldata.ts";
 import { newSubdirState, SubdirFiles, type SubdirState } from "./subdir_files.ts";
 import { type IndexedPackage, sameBytes, SubdirIndex } from "./subdir_index.ts";
@@ -62,7 +62,7 @@ interface _Applied {
 
 /** The queue and write cycles of the built-in index. */
 export class IndexWriteCycle {
-  #storage: ChannelStorage;
+  #storage: ChannelStore;
   #logger: Logger;
   #files: SubdirFiles;
   #subdirs = new Map<string, SubdirState>();
@@ -74,7 +74,7 @@ export class IndexWriteCycle {
   #draining = false;
   #writeCount = 0;
 
-  constructor(storage: ChannelStorage, options: IndexWriteCycleOptions) {
+  constructor(storage: ChannelStore, options: IndexWriteCycleOptions) {
     this.#storage = storage;
     this.#logger = options.logger;
     this.#files = options.files;
@@ -307,7 +307,7 @@ export class IndexWriteCycle {
     }
     if (
       this.#channeldataStat && stat.size === this.#channeldataStat.size &&
-      stat.mtimeMs === this.#channeldataStat.mtimeMs
+      stat.mtimeMs === this.#channeldataStat.mtimeMs && stat.tag === this.#channeldataStat.tag
     ) {
       return false;
     }

@@ -21,7 +21,7 @@
 import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
 import type { Logger } from "../log.ts";
 import type { JsonObject } from "../package/package_metadata.ts";
-import type { ChannelEntry, ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelEntry, ChannelStore } from "../storage/channel_store.ts";
 import {
   buildShardIndex,
   parseShardIndex,
@@ -90,10 +90,10 @@ const decoder = new TextDecoder();
 
 /** Writes and reads the index files of subdirs. */
 export class SubdirFiles {
-  #storage: ChannelStorage;
+  #storage: ChannelStore;
   #options: SubdirFilesOptions;
 
-  constructor(storage: ChannelStorage, options: SubdirFilesOptions) {
+  constructor(storage: ChannelStore, options: SubdirFilesOptions) {
     this.#storage = storage;
     this.#options = options;
   }
@@ -322,5 +322,5 @@ export class SubdirFiles {
 }
 
 function _sameStat(a: ChannelEntry, b: ChannelEntry | undefined): boolean {
-  return b !== undefined && a.size === b.size && a.mtimeMs === b.mtimeMs;
+  return b !== undefined && a.size === b.size && a.mtimeMs === b.mtimeMs && a.tag === b.tag;
 }

@@ -6,11 +6,11 @@
  */
 
 import { STATUS } from "../http/status.ts";
-import type { ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelStore } from "../storage/channel_store.ts";
 
 /** Answers 200 `{"status":"ready"}` or 503 `{"status":"not ready","reason":...}`. */
 export async function healthResponse(
-  storages: readonly ChannelStorage[],
+  storages: readonly ChannelStore[],
   uploadsInFlight: number,
 ): Promise<Response> {
   try {

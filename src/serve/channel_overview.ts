@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelStore } from "../storage/channel_store.ts";
 import { isKnownSubdir, isSubdirName } from "../package/platforms.ts";
 
 /** Options for {@linkcode renderChannelOverview}. */
@@ -31,7 +31,7 @@ interface SubdirSummary {
  * HTML-escaped.
  */
 export async function renderChannelOverview(
-  storage: ChannelStorage,
+  storage: ChannelStore,
   channelUrl: string,
   options: ChannelOverviewOptions = {},
 ): Promise<string> {

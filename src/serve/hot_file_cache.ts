@@ -4,7 +4,7 @@
  * their validators and their gzip variant, so that answering one costs a
  * `stat` and no read, and gzip runs once per version instead of per request.
  *
- * An entry is only used while {@linkcode ChannelStorage.servable} reports
+ * An entry is only used while {@linkcode ChannelStore.servable} reports
  * the version it was read under: a file replaced through the storage (the
  * index's atomic writes) or by another process (another server on the same
  * directory, `conda index`) is read again on the next request.
@@ -14,12 +14,7 @@
 
 import { promisify } from "node:util";
 import { gzip } from "node:zlib";
-import {
-  type ChannelEntry,
-  type ChannelStorage,
-  readExactly,
-  type ServableFile,
-} from "../storage/channel_storage.ts";
+import type { ChannelEntry, ChannelStore, ServableFile } from "../storage/channel_store.ts";
 
 const gzipAsync = promisify(gzip);
 
@@ -60,7 +55,7 @@ const MIB = 1024 * 1024;
 
 /** Holds small hot channel files in memory; see the module doc. */
 export class HotFileCache {
-  readonly #storage: ChannelStorage;
+  readonly #storage: ChannelStore;
   readonly #maxFileBytes: number;
   readonly #maxTotalBytes: number;
   /** Channel-relative path -> file; iteration order is least recently used first. */
@@ -72,7 +67,7 @@ export class HotFileCache {
   #totalBytes = 0;
 
   /** A cache of `storage`'s files. */
-  constructor(storage: ChannelStorage, options: HotFileCacheOptions = {}) {
+  constructor(storage: ChannelStore, options: HotFileCacheOptions = {}) {
     this.#storage = storage;
     this.#maxFileBytes = options.maxFileBytes ?? 8 * MIB;
     this.#maxTotalBytes = options.maxTotalBytes ?? 32 * MIB;
@@ -128,9 +123,9 @@ export class HotFileCache {
     if (opened === undefined) return undefined;
     let bytes: Uint8Array<ArrayBuffer>;
     try {
-      bytes = await readExactly(opened.file, 0, opened.entry.size);
+      bytes = await opened.read(0, opened.entry.size);
     } finally {
-      opened.file.close();
+      opened.close();
     }
     const { entry, version } = opened;
     // A file that shrank while being read is read again on the next request.
@@ -166,8 +161,12 @@ export class HotFileCache {
   }
 }
 
-/** Strong ETag from size and mtime: `"<size hex>-<mtime ms hex>"`. */
+/**
+ * Strong ETag: the store's own when it has one (object storage), else from
+ * size and mtime: `"<size hex>-<mtime ms hex>"`.
+ */
 export function entityTag(entry: ChannelEntry): string {
+  if (entry.tag !== undefined && /^"[^"]+"$/.test(entry.tag)) return entry.tag;
   return `"${entry.size.toString(16)}-${Math.floor(entry.mtimeMs).toString(16)}"`;
 }
 

@@ -3,7 +3,7 @@
  * pixi/rattler: GET and HEAD with validators, conditional requests, single
  * byte ranges and gzip for JSON and HTML.
  *
- * Every read goes through {@linkcode ChannelStorage}, which refuses paths
+ * Every read goes through {@linkcode ChannelStore}, which refuses paths
  * outside the channel, dotfiles (spool, lock, temporary files) and symlinks
  * leading out of the channel or to a dotfile; this module decodes the request
  * path once and answers anything it cannot serve with exactly 404.
@@ -18,11 +18,12 @@
 
 import { HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
-import {
-  type ChannelEntry,
-  type ChannelStorage,
-  type ServableFile,
-} from "../storage/channel_storage.ts";
+import type {
+  ChannelEntry,
+  ChannelStore,
+  OpenedFile,
+  ServableFile,
+} from "../storage/channel_store.ts";
 import { renderChannelOverview } from "./channel_overview.ts";
 import { entityTag, type HotFile, HotFileCache } from "./hot_file_cache.ts";
 import { type ByteRange, parseRange } from "./http_range.ts";
@@ -57,8 +58,6 @@ export interface ServeChannelOptions {
 
 /** `Cache-Control` of packages: their content never changes under a name. */
 const PACKAGE_CACHE_CONTROL = "public, max-age=31536000, immutable";
-/** Bytes read from disk per chunk of a streamed response body. */
-const CHUNK_SIZE = 256 * 1024;
 /** Largest body read whole from disk and sent as one buffer. */
 const SMALL_BODY_BYTES = 256 * 1024;
 const ALLOW = "GET, HEAD";
@@ -114,7 +113,7 @@ const CONTENT_TYPES: ReadonlyArray<readonly [suffix: string, type: string]> = [
  */
 export async function serveChannel(
   request: Request,
-  storage: ChannelStorage,
+  storage: ChannelStore,
   options: ServeChannelOptions = {},
 ): Promise<Response> {
   if (request.method !== "GET" && request.method !== "HEAD") {
@@ -187,9 +186,9 @@ function decodePath(pathname: string): string {
 }
 
 /** The hot file cache of each storage, made on its first request. */
-const _caches = new WeakMap<ChannelStorage, HotFileCache>();
+const _caches = new WeakMap<ChannelStore, HotFileCache>();
 
-function _hotFiles(storage: ChannelStorage): HotFileCache {
+function _hotFiles(storage: ChannelStore): HotFileCache {
   let cache = _caches.get(storage);
   if (cache === undefined) {
     cache = new HotFileCache(storage);
@@ -201,11 +200,12 @@ function _hotFiles(storage: ChannelStorage): HotFileCache {
 /** Serves one file, or returns undefined when it is not a servable file. */
 async function serveFile(
   request: Request,
-  storage: ChannelStorage,
+  storage: ChannelStore,
   relative: string,
   cacheControl: _CacheControl,
 ): Promise<Response | undefined> {
-  const found = storage.servable(relative);
+  const looked = storage.servable(relative);
+  const found = looked instanceof Promise ? await looked : looked;
   if (found === undefined) return undefined;
   const cache = _hotFiles(storage);
   if (!isPackage(relative) && cache.holds(found.entry.size)) {
@@ -281,19 +281,19 @@ async function answerFromMemory(
  */
 async function answerFromDisk(
   request: Request,
-  storage: ChannelStorage,
+  storage: ChannelStore,
   relative: string,
   found: ServableFile,
   cacheControl: _CacheControl,
 ): Promise<Response | undefined> {
   let entry = found.entry;
-  let file: Deno.FsFile | undefined;
+  let file: OpenedFile | undefined;
   if (request.method === "GET") {
     // GET opens first and describes the opened file, so that the validators
     // always match the bytes sent even if the name is replaced meanwhile.
-    const opened = await storage.open(relative);
-    if (opened === undefined) return undefined;
-    ({ entry, file } = opened);
+    file = await storage.open(relative);
+    if (file === undefined) return undefined;
+    entry = file.entry;
   }
   try {
     const etag = entityTag(entry);
@@ -308,36 +308,19 @@ async function answerFromDisk(
     const length = range ? range.end - range.start + 1 : entry.size;
     if (file === undefined) return bodyResponse(request, null, entry, range, headers, length);
     if (length > SMALL_BODY_BYTES) {
-      const body = sliceStream(file, start, length);
+      const body = file.stream(start, length);
       return bodyResponse(request, body, entry, range, headers, length);
     }
-    const bytes = readSmallBody(file, start, length);
+    const bytes = await file.read(start, length);
     file.close();
+    if (bytes.length !== length) {
+      throw new Error("Cannot serve file: it is shorter than its announced size");
+    }
     return bodyResponse(request, bytes, entry, range, headers);
   } catch (error) {
-    try {
-      file?.close();
-    } catch {
-      // Already closed.
-    }
+    file?.close();
     throw error;
   }
-}
-
-/**
- * Reads `length` bytes from `start` synchronously: for a body this small a
- * read from the page cache costs less than the round trip of an async read.
- */
-function readSmallBody(file: Deno.FsFile, start: number, length: number): Uint8Array<ArrayBuffer> {
-  if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
-  const bytes = new Uint8Array(length);
-  let filled = 0;
-  while (filled < length) {
-    const read = file.readSync(bytes.subarray(filled));
-    if (read === null) throw new Error("Cannot serve file: it is shorter than its announced size");
-    filled += read;
-  }
-  return bytes;
 }
 
 function notModifiedResponse(headers: Record<string, string>): Response {
@@ -453,78 +436,4 @@ function contentType(relative: string): string {
     if (relative.endsWith(suffix)) return type;
   }
   return "application/octet-stream";
-}
-
-/**
- * A stream of exactly `length` bytes of `file` from `start`, which closes
- * the file when it ends, fails or is cancelled. Bounded so that a file that
- * grows while being sent never exceeds the announced `Content-Length`.
- */
-function sliceStream(
-  file: Deno.FsFile,
-  start: number,
-  length: number,
-): ReadableStream<Uint8Array<ArrayBuffer>> {
-  let remaining = length;
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    try {
-      file.close();
-    } catch {
-      // Already closed.
-    }
-  };
-  return new ReadableStream({
-    type: "bytes",
-    autoAllocateChunkSize: CHUNK_SIZE,
-    async start(controller) {
-      try {
-        if (start > 0) await file.seek(start, Deno.SeekMode.Start);
-      } catch (error) {
-        close();
-        controller.error(error);
-        return;
-      }
-      if (remaining === 0) {
-        close();
-        controller.close();
-      }
-    },
-    async pull(controller) {
-      // A byte stream: a reader that brings its own buffer (a BYOB reader)
-      // gets the bytes read into it, so a connection layer can send a large
-      // file through one reused buffer; other readers get a fresh chunk.
-      const request = controller.byobRequest!;
-      const view = request.view!;
-      const target = new Uint8Array(
-        view.buffer,
-        view.byteOffset,
-        Math.min(view.byteLength, remaining),
-      );
-      let read: number | null;
-      try {
-        read = await file.read(target);
-      } catch (error) {
-        close();
-        controller.error(error);
-        return;
-      }
-      if (read === null) {
-        close();
-        controller.error(new Error("Cannot stream file: it is shorter than its announced size"));
-        return;
-      }
-      remaining -= read;
-      request.respond(read);
-      if (remaining === 0) {
-        close();
-        controller.close();
-      }
-    },
-    cancel() {
-      close();
-    },
-  });
 }

@@ -22,71 +22,28 @@
 
 import { join, resolve } from "node:path";
 
-/** A regular file in the channel. */
-export interface ChannelEntry {
-  /** Basename. */
-  name: string;
-  /** Size in bytes. */
-  size: number;
-  /** Modification time in ms since the epoch. */
-  mtimeMs: number;
-}
+import type {
+  ChannelEntry,
+  ChannelStore,
+  OpenedFile,
+  PublishOptions,
+  ServableFile,
+  SpoolFile,
+  WriteOptions,
+} from "./channel_store.ts";
+import { PackageExistsError } from "./channel_store.ts";
+import { fileSliceStream } from "./file_slice_stream.ts";
 
-/** A spool file being written, private to one upload. */
-export interface SpoolFile {
-  /** Absolute path of the spool file. */
-  path: string;
-  /** The open file, for writing. */
-  file: Deno.FsFile;
-}
-
-/** A servable channel file, as found by {@linkcode ChannelStorage.servable}. */
-export interface ServableFile {
-  /** Its size and mtime. */
-  entry: ChannelEntry;
-  /**
-   * A number that changes whenever the file at this path may have changed: a
-   * new file (another inode), a write (size, mtime or ctime), or a write
-   * through this storage. Equal versions mean equal bytes, so a reader may
-   * keep a copy of the bytes under it.
-   */
-  version: number;
-}
-
-/** A channel file opened for reading. */
-export interface OpenedFile extends ServableFile {
-  /** The open file; the caller closes it (or hands it to a response stream). */
-  file: Deno.FsFile;
-}
-
-/** Options for {@linkcode ChannelStorage.publish}. */
-export interface PublishOptions {
-  /**
-   * Replace an existing file of the same name atomically instead of refusing.
-   * @default {false}
-   */
-  replace?: boolean;
-}
-
-/** Options for {@linkcode ChannelStorage.writeFileAtomic}. */
-export interface WriteOptions {
-  /**
-   * fsync the new content before it replaces the old. Files that are only
-   * derived for people and rebuilt from the index (`index.html`,
-   * `channeldata.json`) may skip it: a process crash loses nothing either
-   * way, only a power loss could leave them to be rebuilt.
-   * @default {true}
-   */
-  durable?: boolean;
-}
-
-/** Thrown by {@linkcode ChannelStorage.publish} when the name is taken. */
-export class PackageExistsError extends Error {
-  constructor(path: string) {
-    super(`Cannot publish ${path}: a file of that name already exists`);
-    this.name = "PackageExistsError";
-  }
-}
+export type {
+  ChannelEntry,
+  ChannelStore,
+  OpenedFile,
+  PublishOptions,
+  ServableFile,
+  SpoolFile,
+  WriteOptions,
+} from "./channel_store.ts";
+export { PackageExistsError } from "./channel_store.ts";
 
 /** Name of the private directory holding in-flight uploads. */
 export const SPOOL_DIR_NAME = ".upload-spool";
@@ -114,8 +71,8 @@ export function channelPath(relative: string): string[] | undefined {
   return segments;
 }
 
-/** The channel's storage: a local directory. */
-export class ChannelStorage {
+/** The channel's storage: a local directory (the default backend of {@linkcode ChannelStore}). */
+export class ChannelStorage implements ChannelStore {
   /** Absolute path of the channel root. */
   readonly root: string;
   #realRoot: string;
@@ -467,11 +424,7 @@ export class ChannelStorage {
         return Promise.reject(error);
       }
       if (info.isFile && fileIdentity(info) === this.#checked.get(relative)?.identity) {
-        return Promise.resolve({
-          file,
-          entry: toEntry(found.entry.name, info),
-          version: found.version,
-        });
+        return Promise.resolve(openedFile(file, toEntry(found.entry.name, info), found.version));
       }
       // Replaced between the look-up and the open: look again.
       file.close();
@@ -488,9 +441,9 @@ export class ChannelStorage {
     const opened = await this.open(relative);
     if (opened === undefined) return undefined;
     try {
-      return await readExactly(opened.file, 0, opened.entry.size);
+      return await opened.read(0, opened.entry.size);
     } finally {
-      opened.file.close();
+      opened.close();
     }
   }
 
@@ -525,6 +478,16 @@ export class ChannelStorage {
     // Readers holding a copy under the old version see the change at once,
     // even if the new file reused the old inode within the same millisecond.
     this.#checked.delete(relative);
+  }
+
+  /** Runs `task` with the file's own path: it is local already. */
+  withLocalCopy<T>(relative: string, task: (path: string) => Promise<T>): Promise<T> {
+    return task(this.localPath(relative));
+  }
+
+  /** Any package file in the directory is the channel's: reconcile indexes it. */
+  mayIndexUnrecorded(_relative: string, _entry: ChannelEntry): Promise<boolean> {
+    return Promise.resolve(true);
   }
 
   /** The local filesystem path of a channel-relative path (for `conda index`). */
@@ -581,6 +544,59 @@ export async function readExactly(
   let filled = 0;
   while (filled < length) {
     const read = await file.read(bytes.subarray(filled));
+    if (read === null) return bytes.subarray(0, filled);
+    filled += read;
+  }
+  return bytes;
+}
+
+/** An open local file as an {@linkcode OpenedFile}. */
+function openedFile(file: Deno.FsFile, entry: ChannelEntry, version: number): OpenedFile {
+  let handedOver = false;
+  return {
+    entry,
+    version,
+    read(start, length) {
+      // A small read from the page cache costs less synchronously than the
+      // round trip of an async read.
+      if (length <= SYNC_READ_BYTES) {
+        try {
+          return Promise.resolve(readExactlySync(file, start, length));
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      }
+      return readExactly(file, start, length);
+    },
+    stream(start, length) {
+      handedOver = true;
+      return fileSliceStream(file, start, length);
+    },
+    close() {
+      if (handedOver) return;
+      handedOver = true;
+      try {
+        file.close();
+      } catch {
+        // Already closed.
+      }
+    },
+  };
+}
+
+/** Largest read done synchronously. */
+const SYNC_READ_BYTES = 256 * 1024;
+
+function readExactlySync(
+  file: Deno.FsFile,
+  start: number,
+  length: number,
+): Uint8Array<ArrayBuffer> {
+  if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
+  const bytes = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const read = file.readSync(bytes.subarray(filled));
     if (read === null) return bytes.subarray(0, filled);
     filled += read;
   }

@@ -110,6 +110,11 @@ export interface ListOptions {
    * @default {1000}
    */
   pageSize?: number;
+  /**
+   * List only the keys directly under `prefix` (none with this character
+   * after the prefix), as with a directory listing.
+   */
+  delimiter?: string;
 }
 
 /** The operations the server uses; every key is relative to the store's prefix. */
@@ -129,6 +134,11 @@ export interface ObjectStore {
   putFile(path: string, key: string, options?: PutFileOptions): Promise<string>;
   /** Every object whose key starts with `prefix`, in key order, page by page. */
   list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo>;
+  /**
+   * The "directories" directly under `prefix`: the distinct key parts up to
+   * and without the next `/`, in order.
+   */
+  listPrefixes(prefix: string): AsyncIterable<string>;
   /** Deletes an object; deleting a missing object is not an error. */
   delete(key: string): Promise<void>;
 }

@@ -392,7 +392,10 @@ export class S3ObjectStore implements ObjectStore {
     return (await this.head(key))?.etag ?? "";
   }
 
-  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
+  async *list(
+    prefix: string,
+    options: ListOptions & { onPrefix?: (prefix: string) => void } = {},
+  ): AsyncIterable<ObjectInfo> {
     let continuationToken: string | undefined;
     const base = this.#location.prefix === "" ? "" : this.#location.prefix + "/";
     do {
@@ -402,10 +405,17 @@ export class S3ObjectStore implements ObjectStore {
         prefix: base + prefix,
         "max-keys": String(options.pageSize ?? 1000),
       };
+      if (options.delimiter !== undefined) query.delimiter = options.delimiter;
       if (continuationToken !== undefined) query["continuation-token"] = continuationToken;
       else if (options.startAfter !== undefined) query["start-after"] = base + options.startAfter;
       const response = await this.#send({ method: "GET", query, expect: [200] });
       const text = await response.text();
+      for (const common of xmlElements(text, "CommonPrefixes")) {
+        const fullPrefix = decodeURIComponent(xmlText(common, "Prefix") ?? "");
+        if (options.delimiter !== undefined && options.onPrefix) {
+          options.onPrefix(fullPrefix.slice(base.length));
+        }
+      }
       for (const contents of xmlElements(text, "Contents")) {
         const fullKey = decodeURIComponent(xmlText(contents, "Key") ?? "");
         yield {
@@ -419,6 +429,16 @@ export class S3ObjectStore implements ObjectStore {
         ? xmlText(text, "NextContinuationToken")
         : undefined;
     } while (continuationToken !== undefined);
+  }
+
+  async *listPrefixes(prefix: string): AsyncIterable<string> {
+    const found: string[] = [];
+    for await (
+      const _ of this.list(prefix, { delimiter: "/", onPrefix: (name) => found.push(name) })
+    ) {
+      // Objects directly under the prefix are not directories.
+    }
+    for (const name of found) yield name.slice(prefix.length).replace(/\/$/, "");
   }
 
   async delete(key: string): Promise<void> {

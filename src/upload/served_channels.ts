@@ -12,7 +12,7 @@
 
 import { HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
-import type { ChannelStorage } from "../storage/channel_storage.ts";
+import type { ChannelStore } from "../storage/channel_store.ts";
 import type { UploadService } from "./upload_service.ts";
 
 /** One channel, ready for uploads and reads. */
@@ -20,7 +20,7 @@ export interface ServedChannel {
   /** Its name in upload URLs. */
   name: string;
   /** Its files. */
-  storage: ChannelStorage;
+  storage: ChannelStore;
   /** Its upload path (spool, inspection, publish, index). */
   uploads: UploadService;
 }

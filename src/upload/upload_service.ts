@@ -16,7 +16,7 @@ import { inspectPackage } from "../package/inspect_package.ts";
 import type { FileDigest, PackageRecordSource } from "../package/package_metadata.ts";
 import { parsePackageFilename } from "../package/package_filename.ts";
 import { isSubdirName } from "../package/platforms.ts";
-import { type ChannelStorage, PackageExistsError } from "../storage/channel_storage.ts";
+import { type ChannelStore, PackageExistsError } from "../storage/channel_store.ts";
 import { writeSpool } from "./spool_writer.ts";
 
 /** Options for {@linkcode UploadService}. */
@@ -90,13 +90,13 @@ export interface StoredPackage {
 
 /** Receives, checks, publishes and indexes packages. */
 export class UploadService {
-  readonly #storage: ChannelStorage;
+  readonly #storage: ChannelStore;
   readonly #indexer: ChannelIndexer;
   readonly #options: UploadServiceOptions;
   /** The last publish or delete of each file that is running or queued, by `subdir/filename`. */
   readonly #fileTasks = new Map<string, Promise<void>>();
 
-  constructor(storage: ChannelStorage, indexer: ChannelIndexer, options: UploadServiceOptions) {
+  constructor(storage: ChannelStore, indexer: ChannelIndexer, options: UploadServiceOptions) {
     this.#storage = storage;
     this.#indexer = indexer;
     this.#options = options;

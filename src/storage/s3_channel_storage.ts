@@ -1,0 +1,591 @@
+/**
+ * The object-storage backend of {@linkcode ChannelStore} (`--storage
+ * s3://BUCKET/PREFIX`): the channel's files are objects under their
+ * channel-relative names, so the bucket can also be served by the store's
+ * own endpoint or a CDN; the replica keeps only its spool and copies in a
+ * local work directory (`-d`). See docs/object_storage.md §5-§6.
+ *
+ * - **Publish** streams the spooled package to its final key with one
+ *   create-only PUT (`If-None-Match: *`), so of replicas racing for a name
+ *   the store lets exactly one win; the object carries the upload's id
+ *   (`x-amz-meta-auh-upload`). Packages above the multipart threshold first
+ *   claim the name with a create-only claim object (Ceph RGW ignores
+ *   conditions on CompleteMultipartUpload).
+ * - **One index writer at a time**: {@linkcode withLock} holds the
+ *   channel's {@linkcode ObjectLease} (`.index/writer`), renewed while the
+ *   write cycle runs; a cycle re-reads `repodata.json` by ETag before it
+ *   changes it, so replicas never lose each other's records. A write after
+ *   the lease ran out is refused.
+ * - **Orphans**: a package object with an upload id that no index records
+ *   and that is older than the orphan grace (a replica killed between its
+ *   PUT and its index write, never acknowledged) is deleted under the lease
+ *   by reconcile, after checking `repodata.json` once more.
+ * - **Serving**: what a path holds is looked up with a HEAD and trusted for
+ *   `refreshMs` (so other replicas' writes show within that time); files up
+ *   to 8 MiB are read whole when opened, larger ones streamed with `Range`
+ *   and `If-Match` on the ETag.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { type Logger, silentLogger } from "../log.ts";
+import type {
+  ChannelEntry,
+  ChannelStore,
+  OpenedFile,
+  PublishOptions,
+  ServableFile,
+  SpoolFile,
+  WriteOptions,
+} from "./channel_store.ts";
+import { PackageExistsError } from "./channel_store.ts";
+import { channelPath, SPOOL_DIR_NAME } from "./channel_storage.ts";
+import { type HeldLease, ObjectLease } from "./object_lease.ts";
+import {
+  ObjectExistsError,
+  type ObjectInfo,
+  ObjectNotFoundError,
+  type ObjectStore,
+  PreconditionFailedError,
+} from "./object_store.ts";
+import { MAX_SINGLE_PUT } from "./s3_object_store.ts";
+
+/** Options for {@linkcode S3ChannelStorage.open}. */
+export interface S3ChannelStorageOptions {
+  /** Where orphan sweeps and lease trouble are logged. @default {silentLogger} */
+  logger?: Logger;
+  /**
+   * How long a looked-up file (its size and ETag, or its absence) is
+   * trusted for serving before it is looked up again: the longest time
+   * another replica's write stays unseen here.
+   * @default {1000}
+   */
+  refreshMs?: number;
+  /**
+   * Age after which a package object no index records counts as the orphan
+   * of a crashed upload and is deleted; an upload writes its record
+   * milliseconds after its object, so this only has to exceed the longest
+   * index write.
+   * @default {300000} five minutes
+   */
+  orphanGraceMs?: number;
+  /**
+   * Packages above this size go as multipart uploads after a claim object.
+   * @default {5 GiB, the S3 limit of one PUT}
+   */
+  multipartThreshold?: number;
+  /**
+   * Duration of the index writer lease; a replica killed while holding it
+   * delays the others' index writes by at most this.
+   * @default {10000}
+   */
+  leaseTtlMs?: number;
+}
+
+/** Files up to this size are read whole when opened (index files, small packages). */
+const READ_WHOLE_BYTES = 8 * 1024 * 1024;
+/** Name of the local directory of temporary copies (reconcile reads packages there). */
+const COPIES_DIR_NAME = ".copies";
+/** The index writer lease, under the prefix. */
+const WRITER_LEASE = ".index/writer";
+/** Claims of multipart uploads. */
+const CLAIMS = ".index/claims";
+/** Metadata naming the upload that wrote a package object. */
+const UPLOAD_METADATA = "auh-upload";
+/** Prune the lease's old generations every this many acquisitions. */
+const PRUNE_EVERY = 32;
+
+const CONTENT_TYPES: ReadonlyArray<readonly [string, string]> = [
+  [".json", "application/json"],
+  [".zst", "application/zstd"],
+  [".html", "text/html; charset=utf-8"],
+  [".tar.bz2", "application/x-bzip2"],
+];
+
+interface _Looked {
+  found: ServableFile | undefined;
+  checkedAt: number;
+}
+
+/** A channel kept in an object store; see the module doc. */
+export class S3ChannelStorage implements ChannelStore {
+  /** `s3://bucket/prefix`, for people. */
+  readonly root: string;
+  readonly #store: ObjectStore;
+  readonly #workDir: string;
+  readonly #logger: Logger;
+  readonly #refreshMs: number;
+  readonly #orphanGraceMs: number;
+  readonly #multipartThreshold: number;
+  readonly #lease: ObjectLease;
+  readonly #looked = new Map<string, _Looked>();
+  readonly #looking = new Map<string, Promise<ServableFile | undefined>>();
+  #nextVersion = 1;
+  #held: HeldLease | undefined;
+  #acquisitions = 0;
+
+  private constructor(
+    root: string,
+    store: ObjectStore,
+    workDir: string,
+    options: S3ChannelStorageOptions,
+  ) {
+    this.root = root;
+    this.#store = store;
+    this.#workDir = workDir;
+    this.#logger = options.logger ?? silentLogger;
+    this.#refreshMs = options.refreshMs ?? 1000;
+    this.#orphanGraceMs = options.orphanGraceMs ?? 5 * 60 * 1000;
+    this.#multipartThreshold = options.multipartThreshold ?? MAX_SINGLE_PUT;
+    this.#lease = new ObjectLease(store, WRITER_LEASE, {
+      ttlMs: options.leaseTtlMs ?? 10_000,
+      owner: `replica-${crypto.randomUUID().slice(0, 8)}`,
+    });
+  }
+
+  /**
+   * Opens the channel in `store` (named `root` for people) with `workDir` as
+   * the local work directory (made when missing); checks that the store
+   * answers.
+   */
+  static async open(
+    root: string,
+    store: ObjectStore,
+    workDir: string,
+    options: S3ChannelStorageOptions = {},
+  ): Promise<S3ChannelStorage> {
+    try {
+      await Deno.mkdir(join(workDir, SPOOL_DIR_NAME), { recursive: true });
+      await Deno.mkdir(join(workDir, COPIES_DIR_NAME), { recursive: true });
+    } catch (error) {
+      throw new Error(`Cannot open work directory ${workDir}: ${_describe(error)}`);
+    }
+    const storage = new S3ChannelStorage(root, store, workDir, options);
+    try {
+      await storage.checkWritable();
+    } catch (error) {
+      throw new Error(`Cannot open channel ${root}: ${_describe(error)}`);
+    }
+    return storage;
+  }
+
+  async checkWritable(): Promise<void> {
+    const probe = join(this.#workDir, SPOOL_DIR_NAME, `.probe-${crypto.randomUUID()}`);
+    await Deno.writeFile(probe, new Uint8Array(), { createNew: true });
+    await Deno.remove(probe);
+    // The store answers (a listing of one key).
+    for await (const _ of this.#store.list(".index/", { pageSize: 1 })) break;
+  }
+
+  removeLeftoverTempFiles(): Promise<string[]> {
+    return Promise.resolve([]); // every object write is atomic: nothing half-written exists
+  }
+
+  async removeLeftoverSpoolFiles(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const name of [SPOOL_DIR_NAME, COPIES_DIR_NAME]) {
+      const directory = join(this.#workDir, name);
+      for await (const entry of Deno.readDir(directory)) {
+        await Deno.remove(join(directory, entry.name), { recursive: true }).catch(() => {});
+        removed.push(entry.name);
+      }
+    }
+    return removed;
+  }
+
+  createSpoolFile(): Promise<SpoolFile> {
+    const path = join(
+      this.#workDir,
+      SPOOL_DIR_NAME,
+      `${Date.now()}-${crypto.randomUUID()}.part`,
+    );
+    const file = Deno.openSync(path, { createNew: true, write: true, mode: 0o644 });
+    return Promise.resolve({ path, file });
+  }
+
+  async discardSpoolFile(path: string): Promise<void> {
+    await Deno.remove(path).catch(() => {});
+  }
+
+  /**
+   * Nothing to note: the replacing PUT is atomic, and a package object newer
+   * than `repodata.json` is read again by reconcile.
+   */
+  markReplacing(subdir: string, filename: string): Promise<() => Promise<void>> {
+    _checked(`${subdir}/${filename}`);
+    return Promise.resolve(() => Promise.resolve());
+  }
+
+  async publish(
+    spoolPath: string,
+    subdir: string,
+    filename: string,
+    options: PublishOptions = {},
+  ): Promise<{ replaced: boolean }> {
+    const key = _checked(`${subdir}/${filename}`).join("/");
+    const size = (await Deno.stat(spoolPath)).size;
+    const upload = crypto.randomUUID();
+    const putOptions = {
+      metadata: { [UPLOAD_METADATA]: upload },
+      contentType: _contentType(key),
+      multipartThreshold: this.#multipartThreshold,
+    };
+    let replaced = false;
+    try {
+      if (options.replace) {
+        replaced = await this.#store.head(key) !== undefined;
+        await this.#store.putFile(spoolPath, key, putOptions);
+      } else if (size > this.#multipartThreshold) {
+        await this.#publishClaimed(spoolPath, key, upload, putOptions);
+      } else {
+        await this.#store.putFile(spoolPath, key, { ...putOptions, createOnly: true });
+      }
+    } catch (error) {
+      if (error instanceof ObjectExistsError) throw new PackageExistsError(key);
+      throw error;
+    } finally {
+      this.#looked.delete(key);
+    }
+    await Deno.remove(spoolPath).catch(() => {});
+    return { replaced };
+  }
+
+  /**
+   * A multipart upload (no atomic create-only on Ceph RGW): claim the name
+   * with a create-only claim object, check the final key is free, upload,
+   * then drop the claim. A claim older than the orphan grace was left by a
+   * crash and is taken over.
+   */
+  async #publishClaimed(
+    spoolPath: string,
+    key: string,
+    upload: string,
+    putOptions: { metadata: Record<string, string>; multipartThreshold: number },
+  ): Promise<void> {
+    const claim = `${CLAIMS}/${key}`;
+    const body = new TextEncoder().encode(JSON.stringify({ upload, at: new Date() }));
+    try {
+      await this.#store.put(claim, body, { createOnly: true });
+    } catch (error) {
+      if (!(error instanceof ObjectExistsError)) throw error;
+      const info = await this.#store.head(claim);
+      if (info && Date.now() - info.lastModified.getTime() < this.#orphanGraceMs) {
+        throw new PackageExistsError(key);
+      }
+      await this.#store.delete(claim);
+      await this.#store.put(claim, body, { createOnly: true });
+    }
+    try {
+      if (await this.#store.head(key) !== undefined) throw new ObjectExistsError(key);
+      await this.#store.putFile(spoolPath, key, putOptions);
+    } finally {
+      await this.#store.delete(claim).catch(() => {});
+    }
+  }
+
+  async removePackage(subdir: string, filename: string): Promise<boolean> {
+    return await this.removeFile(`${subdir}/${filename}`);
+  }
+
+  async removeFile(relative: string): Promise<boolean> {
+    const key = _checked(relative).join("/");
+    const existed = await this.#store.head(key) !== undefined;
+    await this.#store.delete(key);
+    this.#looked.delete(key);
+    return existed;
+  }
+
+  async listDirectories(): Promise<string[]> {
+    const names: string[] = [];
+    for await (const name of this.#store.listPrefixes("")) {
+      if (channelPath(name)?.length === 1) names.push(name);
+    }
+    return names.sort();
+  }
+
+  async listFiles(directory: string, suffixes: readonly string[]): Promise<ChannelEntry[]> {
+    const prefix = _checked(directory).join("/") + "/";
+    const entries: ChannelEntry[] = [];
+    for await (const info of this.#store.list(prefix, { delimiter: "/" })) {
+      const name = info.key.slice(prefix.length);
+      if (name.includes("/") || !channelPath(name)) continue;
+      if (!suffixes.some((suffix) => name.endsWith(suffix))) continue;
+      entries.push(_entry(name, info));
+    }
+    return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+
+  servable(relative: string): ServableFile | undefined | Promise<ServableFile | undefined> {
+    if (!channelPath(relative)) return undefined;
+    const looked = this.#looked.get(relative);
+    if (looked !== undefined && performance.now() - looked.checkedAt < this.#refreshMs) {
+      return looked.found;
+    }
+    let looking = this.#looking.get(relative);
+    if (looking === undefined) {
+      looking = this.#lookUp(relative).finally(() => this.#looking.delete(relative));
+      this.#looking.set(relative, looking);
+    }
+    return looking;
+  }
+
+  /** HEADs `relative` and remembers the answer; the version stays while the ETag does. */
+  async #lookUp(relative: string): Promise<ServableFile | undefined> {
+    const info = await this.#store.head(relative);
+    return this.#remember(relative, info);
+  }
+
+  #remember(relative: string, info: ObjectInfo | undefined): ServableFile | undefined {
+    const previous = this.#looked.get(relative)?.found;
+    let found: ServableFile | undefined;
+    if (info !== undefined) {
+      const entry = _entry(relative.slice(relative.lastIndexOf("/") + 1), info);
+      const version = previous?.entry.tag === entry.tag ? previous!.version : this.#nextVersion++;
+      found = { entry, version };
+    }
+    this.#looked.delete(relative);
+    this.#looked.set(relative, { found, checkedAt: performance.now() });
+    if (this.#looked.size > 16_384) this.#looked.delete(this.#looked.keys().next().value!);
+    return found;
+  }
+
+  async stat(relative: string): Promise<ChannelEntry | undefined> {
+    _checked(relative);
+    return (await this.#lookUp(relative))?.entry;
+  }
+
+  async isDirectory(relative: string): Promise<boolean> {
+    if (!channelPath(relative)) return false;
+    for await (const _ of this.#store.list(`${relative}/`, { pageSize: 1 })) return true;
+    return false;
+  }
+
+  async open(relative: string): Promise<OpenedFile | undefined> {
+    const looked = this.servable(relative);
+    const found = looked instanceof Promise ? await looked : looked;
+    if (found === undefined) return undefined;
+    if (found.entry.size <= READ_WHOLE_BYTES) {
+      // Read whole now, without a condition: the bytes and their description
+      // come from one answer, even if the object was replaced meanwhile.
+      const read = await this.#store.getBytes(relative);
+      if (read === undefined) {
+        this.#remember(relative, undefined);
+        return undefined;
+      }
+      const now = this.#remember(relative, read.info)!;
+      return _bytesFile(new Uint8Array(read.bytes), now);
+    }
+    return this.#streamedFile(relative, found);
+  }
+
+  /** A large object, read by range with `If-Match` on the ETag it was opened under. */
+  #streamedFile(relative: string, found: ServableFile): OpenedFile {
+    const store = this.#store;
+    const ifMatch = found.entry.tag!;
+    const forget = (error: unknown) => {
+      if (error instanceof PreconditionFailedError || error instanceof ObjectNotFoundError) {
+        this.#looked.delete(relative);
+      }
+    };
+    return {
+      ...found,
+      async read(start, length) {
+        if (length === 0) return new Uint8Array(0);
+        try {
+          const result = await store.get(relative, {
+            range: { start, end: start + length - 1 },
+            ifMatch,
+          });
+          if (result.kind !== "body") throw new Error(`Cannot read ${relative}: not modified`);
+          return new Uint8Array(await new Response(result.body).arrayBuffer());
+        } catch (error) {
+          forget(error);
+          throw error;
+        }
+      },
+      stream(start, length) {
+        return _rangeStream(store, relative, ifMatch, start, length, forget);
+      },
+      close() {},
+    };
+  }
+
+  async readFile(relative: string): Promise<Uint8Array | undefined> {
+    _checked(relative);
+    const read = await this.#store.getBytes(relative);
+    this.#remember(relative, read?.info);
+    return read?.bytes;
+  }
+
+  async writeFileAtomic(
+    relative: string,
+    data: Uint8Array | string,
+    _options: WriteOptions = {},
+  ): Promise<void> {
+    const key = _checked(relative).join("/");
+    if (this.#held !== undefined && !this.#held.isValid()) {
+      throw new Error(`Cannot write ${key}: the index writer lease ran out`);
+    }
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    await this.#store.put(key, bytes, { contentType: _contentType(key) });
+    this.#looked.delete(key);
+  }
+
+  async withLocalCopy<T>(relative: string, task: (path: string) => Promise<T>): Promise<T> {
+    const key = _checked(relative).join("/");
+    const name = key.slice(key.lastIndexOf("/") + 1);
+    const directory = await Deno.makeTempDir({ dir: join(this.#workDir, COPIES_DIR_NAME) });
+    const path = join(directory, name);
+    try {
+      const result = await this.#store.get(key);
+      if (result.kind !== "body") throw new Error(`Cannot copy ${key}: not modified`);
+      using file = await Deno.open(path, { createNew: true, write: true });
+      await result.body.pipeTo(file.writable, { preventClose: true });
+      return await task(path);
+    } finally {
+      await Deno.remove(directory, { recursive: true }).catch(() => {});
+    }
+  }
+
+  async mayIndexUnrecorded(relative: string, _entry: ChannelEntry): Promise<boolean> {
+    const key = _checked(relative).join("/");
+    const info = await this.#store.head(key);
+    if (info === undefined) return false;
+    const upload = info.metadata?.[UPLOAD_METADATA];
+    if (upload === undefined) return true; // put there by hand or by another tool
+    if (Date.now() - info.lastModified.getTime() < this.#orphanGraceMs) return false; // in flight
+    await this.withLock(async () => {
+      const now = await this.#store.head(key);
+      if (now?.metadata?.[UPLOAD_METADATA] !== upload) return; // replaced meanwhile
+      const subdir = key.slice(0, key.lastIndexOf("/"));
+      const repodata = await this.#store.getBytes(`${subdir}/repodata.json`);
+      if (repodata !== undefined) {
+        const text = new TextDecoder().decode(repodata.bytes);
+        const filename = key.slice(subdir.length + 1);
+        if (text.includes(JSON.stringify(filename))) return; // recorded after all
+      }
+      await this.#store.delete(key);
+      this.#looked.delete(key);
+      this.#logger.warn("removed the orphan of an unacknowledged upload", {
+        path: key,
+        upload,
+        ageS: Math.round((Date.now() - info.lastModified.getTime()) / 1000),
+      });
+    });
+    return false;
+  }
+
+  async withLock<T>(task: () => Promise<T>): Promise<T> {
+    const held = await this.#lease.acquire({ waitMs: 10 * 60 * 1000, pollMs: 25 });
+    held.keepRenewed();
+    this.#held = held;
+    try {
+      return await task();
+    } finally {
+      if (this.#held === held) this.#held = undefined;
+      await held.release().catch((error) => {
+        this.#logger.warn("Cannot release the index writer lease", { reason: _describe(error) });
+      });
+      if (++this.#acquisitions % PRUNE_EVERY === 0) {
+        void this.#lease.prune(8).catch(() => {});
+      }
+    }
+  }
+
+  close(): void {}
+}
+
+/** A file read whole into memory. */
+function _bytesFile(bytes: Uint8Array<ArrayBuffer>, found: ServableFile): OpenedFile {
+  const entry = { ...found.entry, size: bytes.length };
+  return {
+    entry,
+    version: found.version,
+    read: (start, length) => Promise.resolve(bytes.slice(start, start + length)),
+    stream(start, length) {
+      const slice = bytes.subarray(start, start + length);
+      return new ReadableStream({
+        start(controller) {
+          if (slice.length < length) {
+            controller.error(new Error("Cannot stream file: it is shorter than its size"));
+            return;
+          }
+          if (slice.length > 0) controller.enqueue(slice);
+          controller.close();
+        },
+      });
+    },
+    close() {},
+  };
+}
+
+/** `length` bytes from `start` of an object, fetched when first pulled. */
+function _rangeStream(
+  store: ObjectStore,
+  key: string,
+  ifMatch: string,
+  start: number,
+  length: number,
+  onError: (error: unknown) => void,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let remaining = length;
+  const controllerAbort = new AbortController();
+  return new ReadableStream<Uint8Array<ArrayBuffer>>({
+    async pull(controller) {
+      try {
+        if (remaining === 0) {
+          controller.close();
+          return;
+        }
+        if (reader === undefined) {
+          const result = await store.get(key, {
+            range: { start, end: start + length - 1 },
+            ifMatch,
+            signal: controllerAbort.signal,
+          });
+          if (result.kind !== "body") throw new Error(`Cannot read ${key}: not modified`);
+          reader = result.body.getReader();
+        }
+        const { done, value } = await reader.read();
+        if (done) throw new Error("Cannot stream file: it is shorter than its announced size");
+        const chunk = value.length > remaining ? value.subarray(0, remaining) : value;
+        remaining -= chunk.length;
+        controller.enqueue(new Uint8Array(chunk));
+        if (remaining === 0) {
+          await reader.cancel().catch(() => {});
+          controller.close();
+        }
+      } catch (error) {
+        onError(error);
+        controller.error(error);
+      }
+    },
+    async cancel() {
+      controllerAbort.abort();
+      await reader?.cancel().catch(() => {});
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** Times in whole seconds: a HEAD has no more, a listing has. */
+function _entry(name: string, info: ObjectInfo): ChannelEntry {
+  const mtimeMs = Math.floor(info.lastModified.getTime() / 1000) * 1000;
+  return { name, size: info.size, mtimeMs, tag: info.etag };
+}
+
+function _contentType(key: string): string {
+  for (const [suffix, type] of CONTENT_TYPES) if (key.endsWith(suffix)) return type;
+  return "application/octet-stream";
+}
+
+function _checked(relative: string): string[] {
+  const segments = channelPath(relative);
+  if (!segments) throw new TypeError(`Cannot use channel path: ${JSON.stringify(relative)}`);
+  return segments;
+}
+
+function _describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
