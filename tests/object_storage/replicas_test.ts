@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { STATUS } from "../../src/http/status.ts";
 import type { PackageSpec } from "../helpers/conda_package.ts";
+import { join } from "node:path";
 import { solveWithRattler } from "../helpers/rattler_solve.ts";
 import {
   type Artifact,
@@ -21,7 +22,8 @@ import {
   startReplica,
   uploadTo,
 } from "../helpers/s3_replicas.ts";
-import { writeTestTls } from "../helpers/server_process.ts";
+import { curlUpload, writeTestTls } from "../helpers/server_process.ts";
+import { packageFilename, writeLargePackage } from "../helpers/conda_package.ts";
 import { noS3Engine, openTestStore } from "../helpers/s3_test_store.ts";
 
 const SUBDIRS = ["linux-64", "noarch", "osx-arm64"] as const;
@@ -184,5 +186,153 @@ Deno.test({
       assert(gone, `the delete is seen by ${replica.url}`);
     }
     assert.equal(await store.head(`${doomed.subdir}/${doomed.filename}`), undefined);
+  },
+});
+
+Deno.test({
+  name:
+    "kill -9 of a replica mid-run loses no acknowledged upload and leaves no orphan; a replica with an empty work directory starts from the bucket alone",
+  ignore: noS3Engine,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using set = await replicaSet("crash");
+    const env = { AUH_S3_ORPHAN_GRACE_S: "3" };
+    const a = await startReplica(set, "a", env);
+    await using b = await startReplica(set, "b", env);
+    const store = await openTestStore(set.prefix);
+
+    // Left by "crashes" on purpose, so that both cases are certain to occur: an
+    // object of an upload that never got its record (an orphan), and a package
+    // copied into the bucket by hand (no upload id: to be indexed).
+    const [orphan, byHand] = await buildArtifacts([
+      { name: "orphan", version: "1.0", subdir: "linux-64" },
+      { name: "byhand", version: "1.0", subdir: "noarch" },
+    ]);
+    await store.put(`linux-64/${orphan!.filename}`, orphan!.bytes, {
+      createOnly: true,
+      metadata: { "auh-upload": crypto.randomUUID() },
+    });
+    await store.put(`noarch/${byHand!.filename}`, byHand!.bytes, { createOnly: true });
+
+    const artifacts = await buildArtifacts(distinctSpecs(40, "crash"));
+    const acknowledged: Artifact[] = [];
+    let next = 0;
+    let killed = false;
+    const uploads = Array.from({ length: 6 }, async (_, worker) => {
+      while (next < artifacts.length) {
+        const artifact = artifacts[next++]!;
+        const replica = worker % 2 === 0 && !killed ? a : b;
+        try {
+          const answer = await uploadTo(replica, set, artifact);
+          if (answer.status === STATUS.Created) acknowledged.push(artifact);
+          else assert.equal(replica, a, `${artifact.filename} through b: ${answer.status}`);
+        } catch {
+          assert.equal(replica, a); // the killed replica's connections break
+        }
+        if (acknowledged.length === 8 && !killed) {
+          killed = true;
+          a.kill("SIGKILL");
+        }
+      }
+    });
+    await Promise.all(uploads);
+    await a.status;
+    assert(killed);
+    assert(acknowledged.length >= 30, `acknowledged ${acknowledged.length}`);
+
+    // A new replica with an empty work directory.
+    await using c = await startReplica(set, "c-empty", env);
+    const inBucket = async () => {
+      const keys = new Map<string, string>();
+      for await (const info of store.list("")) {
+        if (/^[^./][^/]*\/[^/]+\.(conda|tar\.bz2)$/.test(info.key)) keys.set(info.key, info.etag);
+      }
+      return keys;
+    };
+    const settled = await eventually(async () => {
+      const objects = await inBucket();
+      const recorded = new Set<string>();
+      for (const subdir of SUBDIRS) {
+        for (const filename of (await servedRecords(c, set, subdir)).keys()) {
+          recorded.add(`${subdir}/${filename}`);
+        }
+      }
+      // Every object has a record and every record an object: no orphan, nothing lost.
+      return objects.size === recorded.size && [...objects.keys()].every((k) => recorded.has(k));
+    }, 30_000);
+    assert(settled, "the bucket's packages and the index agree");
+    for (const replica of [b, c]) {
+      const records = new Map<string, string>();
+      for (const subdir of SUBDIRS) {
+        for (const [filename, sha256] of await servedRecords(replica, set, subdir)) {
+          records.set(`${subdir}/${filename}`, sha256);
+        }
+      }
+      for (const artifact of acknowledged) {
+        assert.equal(records.get(`${artifact.subdir}/${artifact.filename}`), artifact.sha256);
+      }
+      assert.equal(records.get(`noarch/${byHand!.filename}`), byHand!.sha256);
+      assert.equal(records.has(`linux-64/${orphan!.filename}`), false);
+    }
+    assert.equal(await store.head(`linux-64/${orphan!.filename}`), undefined, "orphan swept");
+    // Every record's bytes are in the bucket.
+    for (const [key] of await inBucket()) {
+      const response = await fetch(new URL(`/${key}`, c.url), { client: set.client });
+      const hash = createHash("sha256").update(new Uint8Array(await response.arrayBuffer()));
+      const subdir = key.slice(0, key.indexOf("/"));
+      const records = await servedRecords(c, set, subdir);
+      assert.equal(hash.digest("hex"), records.get(key.slice(subdir.length + 1)), key);
+    }
+    // Uploads go on through the new replica.
+    const [after] = await buildArtifacts([{ name: "after", version: "1.0" }]);
+    assert.equal((await uploadTo(c, set, after!)).status, STATUS.Created);
+  },
+});
+
+Deno.test({
+  name:
+    "a 256 MiB package goes to the store as a multipart upload with bounded memory, a second upload of the name is refused, and another replica serves it",
+  ignore: noS3Engine,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using set = await replicaSet("large");
+    const env = { AUH_S3_MULTIPART_MIB: "64" };
+    await using a = await startReplica(set, "a", env, ["--max_upload_size", "1G"]);
+    await using b = await startReplica(set, "b", env);
+    const spec: PackageSpec = { name: "large", version: "1.0", subdir: "linux-64" };
+    const file = join(set.dir, packageFilename(spec));
+    const size = await writeLargePackage(file, spec, 256 * 1024 * 1024);
+    const sha256 = createHash("sha256");
+    for await (const chunk of (await Deno.open(file)).readable) sha256.update(chunk);
+    const expected = sha256.digest("hex");
+
+    const first = await curlUpload(a.url, { token: set.token, file }, {
+      caFile: set.tls.caFile,
+      maxTimeSeconds: 600,
+    });
+    assert.equal(first.status, STATUS.Created, first.body);
+    const peakMiB = await a.rssPeakKiB() / 1024;
+    assert(peakMiB <= 256, `peak RSS ${peakMiB.toFixed(0)} MiB`);
+    const store = await openTestStore(set.prefix);
+    const info = await store.head(`linux-64/${packageFilename(spec)}`);
+    assert.equal(info?.size, size);
+    assert.match(info?.etag ?? "", /-\d+"$/, "a multipart ETag");
+    const second = await curlUpload(a.url, { token: set.token, file }, {
+      caFile: set.tls.caFile,
+      maxTimeSeconds: 600,
+    });
+    assert.equal(second.status, STATUS.Conflict, second.body);
+
+    const response = await fetch(new URL(`/linux-64/${packageFilename(spec)}`, b.url), {
+      client: set.client,
+    });
+    assert.equal(response.status, STATUS.OK);
+    assert.equal(response.headers.get("content-length"), String(size));
+    const served = createHash("sha256");
+    for await (const chunk of response.body!) served.update(chunk);
+    assert.equal(served.digest("hex"), expected);
+    assert.equal((await servedRecords(b, set, "linux-64")).get(packageFilename(spec)), expected);
   },
 });
