@@ -10,10 +10,12 @@
  * deno task bench --quick    # smoke run, about 4 minutes
  * deno task bench --only=large,small --profile   # some sections, with CPU profiles
  * deno task bench --only reads   # serving against nginx (installs nginx and wrk if missing)
+ * deno task bench --only s3      # object storage: replicas on a Ceph RGW started for the run
  * ```
  *
  * Sections: `inspect` (6), `index` (4), `large` (1, 2), `small` (3),
- * `startup` (5), `reads` (7), `shards` (8). With `--profile` every server of ours runs with
+ * `startup` (5), `reads` (7), `shards` (8); `s3` (9: object storage, starts a
+ * Ceph RGW, installed with apt-get when missing) only with `--only`. With `--profile` every server of ours runs with
  * `--cpu-prof` (which slows it: the figures of such a run are not
  * comparable) and the top functions are printed per section.
  *
@@ -39,11 +41,21 @@ import { benchIndexLatency } from "./bench/index_latency.ts";
 import { benchInspection } from "./bench/inspection_cost.ts";
 import { benchLargeUploads } from "./bench/large_uploads.ts";
 import { benchShardDownload } from "./bench/shard_download.ts";
+import { benchObjectStorage } from "./bench/object_storage.ts";
 import { type BenchHeader, renderMarkdown } from "./bench/report_table.ts";
 import { benchSmallUploads } from "./bench/small_uploads.ts";
 import { benchStartup } from "./bench/startup_time.ts";
 
-const SECTIONS = ["inspect", "index", "large", "small", "startup", "reads", "shards"] as const;
+const SECTIONS = [
+  "inspect",
+  "index",
+  "large",
+  "small",
+  "startup",
+  "reads",
+  "shards",
+  "s3",
+] as const;
 type Section = typeof SECTIONS[number];
 
 async function _cpuModel(): Promise<string> {
@@ -61,7 +73,8 @@ function _loadAverage(): string {
 }
 
 function _parseSections(value: string | undefined): Set<Section> {
-  if (value === undefined) return new Set(SECTIONS);
+  // Object storage starts a Ceph cluster: only when asked for by name.
+  if (value === undefined) return new Set(SECTIONS.filter((section) => section !== "s3"));
   const wanted = new Set<Section>();
   for (const name of value.split(",")) {
     if (!(SECTIONS as readonly string[]).includes(name)) {
@@ -144,6 +157,7 @@ async function main(): Promise<void> {
     }
 
     if (sections.has("reads")) await benchReads(context);
+    if (sections.has("s3")) await benchObjectStorage(context);
 
     const minutes = (performance.now() - began) / 60_000;
     const header: BenchHeader = {

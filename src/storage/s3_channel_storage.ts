@@ -94,7 +94,7 @@ const CLAIMS = ".index/claims";
 /** Metadata naming the upload that wrote a package object. */
 const UPLOAD_METADATA = "auh-upload";
 /** Prune the lease's old generations every this many acquisitions. */
-const PRUNE_EVERY = 32;
+const PRUNE_EVERY = 8;
 
 const CONTENT_TYPES: ReadonlyArray<readonly [string, string]> = [
   [".json", "application/json"],
@@ -488,7 +488,7 @@ export class S3ChannelStorage implements ChannelStore {
         this.#logger.warn("Cannot release the index writer lease", { reason: _describe(error) });
       });
       if (++this.#acquisitions % PRUNE_EVERY === 0) {
-        void this.#lease.prune(8).catch(() => {});
+        void this.#lease.prune(4).catch(() => {});
       }
     }
   }

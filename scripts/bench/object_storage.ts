@@ -1,0 +1,270 @@
+/**
+ * Measurement 9 (`--only s3`): the channel in object storage. Starts a
+ * single-node Ceph RGW (`scripts/ceph_rgw.ts`, installed with apt-get when
+ * missing) and measures, in the same run:
+ *
+ * - a 512 MiB `.conda` uploaded with curl through a replica (spool, hashes,
+ *   inspection, then the create-only PUT to the store) against a direct
+ *   multipart put of the same file to the store (64 MiB parts, 2 in flight),
+ *   and the replica's peak RSS;
+ * - small uploads/s (~100 KiB packages, 8 clients) into 1 replica and into
+ *   3 replicas on one bucket, against our server on a local directory;
+ * - index latency: one client uploading one package at a time (the answer
+ *   comes after the index files are in the bucket), against the local
+ *   directory.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import {
+  buildPackage,
+  packageFilename,
+  writeLargePackage,
+} from "../../tests/helpers/conda_package.ts";
+import { type ServerProcess, startServerProcess } from "../../tests/helpers/server_process.ts";
+import { startCephRgw, stopCephRgw } from "../ceph_rgw.ts";
+import { S3ObjectStore } from "../../src/storage/s3_object_store.ts";
+import { s3SettingsFromEnv } from "../../src/storage/s3_location.ts";
+import type { BenchContext } from "./bench_context.ts";
+import { figure, percent } from "./report_table.ts";
+import { median, percentile } from "./stats.ts";
+import { curlUpload, type UploadItem, uploadMany } from "./upload_clients.ts";
+
+const MIB = 1024 * 1024;
+const LARGE_BYTES = 512 * MIB;
+const THROUGHPUT_TARGET = 0.7;
+const MEMORY_TARGET_KIB = 256 * 1024;
+const SMALL_UPLOADS = 120;
+const SMALL_CONCURRENCY = 8;
+const LATENCY_UPLOADS = 30;
+const BUCKET = "auh-bench";
+
+/** Runs the object-storage measurements and adds their rows. */
+export async function benchObjectStorage(context: BenchContext): Promise<void> {
+  context.progress("s3: starting Ceph RGW");
+  const rgw = await startCephRgw({ dir: join(context.tmp, "ceph") });
+  try {
+    const env = { ...rgw.env, AWS_ENDPOINT_URL: rgw.endpoint };
+    const settings = s3SettingsFromEnv(env);
+    await new S3ObjectStore(settings, { bucket: BUCKET, prefix: "" }).createBucket();
+    await _largeUpload(context, env, settings);
+    await _smallUploads(context, env);
+  } finally {
+    await stopCephRgw(rgw.dir);
+  }
+}
+
+let _prefixes = 0;
+
+async function _replica(
+  context: BenchContext,
+  env: Record<string, string>,
+  prefix: string,
+  name: string,
+): Promise<ServerProcess> {
+  const work = join(context.tmp, `replica-${prefix}-${name}`);
+  await Deno.mkdir(work, { recursive: true });
+  return await startServerProcess([
+    "-d",
+    work,
+    "--storage",
+    `s3://${BUCKET}/${prefix}`,
+    "-p",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "-c",
+    context.tls.certFile,
+    "-k",
+    context.tls.keyFile,
+    "-t",
+    context.tokenHash,
+    "--max_upload_size",
+    "1G",
+  ], { env, startTimeoutMs: 120_000 });
+}
+
+async function _fsServer(context: BenchContext, name: string): Promise<ServerProcess> {
+  const channel = join(context.tmp, `fs-${name}`);
+  await Deno.mkdir(channel, { recursive: true });
+  return await startServerProcess([
+    "-d",
+    channel,
+    "-p",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "-c",
+    context.tls.certFile,
+    "-k",
+    context.tls.keyFile,
+    "-t",
+    context.tokenHash,
+  ], { startTimeoutMs: 120_000 });
+}
+
+async function _largeUpload(
+  context: BenchContext,
+  env: Record<string, string>,
+  settings: ReturnType<typeof s3SettingsFromEnv>,
+): Promise<void> {
+  const runs = context.plan.name === "quick" ? 1 : 2;
+  const ours: number[] = [];
+  const direct: number[] = [];
+  const peaks: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    const spec = { name: `s3-large-${run}`, version: "1.0" };
+    const file = join(context.tmp, packageFilename(spec));
+    context.progress(`s3: writing a 512 MiB package (run ${run + 1}/${runs})`);
+    const size = await writeLargePackage(file, spec, LARGE_BYTES - 64 * 1024);
+    const store = new S3ObjectStore(settings, { bucket: BUCKET, prefix: `direct-${run}` });
+    const started = performance.now();
+    await store.putFile(file, `linux-64/${packageFilename(spec)}`, {
+      createOnly: true,
+      multipartThreshold: 64 * MIB,
+      partSize: 64 * MIB,
+      concurrency: 2,
+    });
+    direct.push(size / 1e6 / ((performance.now() - started) / 1000));
+
+    const replica = await _replica(context, env, `large-${_prefixes++}`, "a");
+    try {
+      const upload = await curlUpload(replica.url, {
+        file,
+        token: context.token,
+        caFile: context.tls.caFile,
+      });
+      if (upload.status !== 201) {
+        throw new Error(`s3 large upload: ${upload.status} ${upload.body}`);
+      }
+      ours.push(size / 1e6 / upload.seconds);
+      peaks.push(await replica.rssPeakKiB());
+    } finally {
+      await replica[Symbol.asyncDispose]();
+    }
+    await Deno.remove(file);
+    context.progress(
+      `s3: 512 MiB through a replica ${ours.at(-1)!.toFixed(0)} MB/s, direct multipart put ${
+        direct.at(-1)!.toFixed(0)
+      } MB/s, replica peak RSS ${(peaks.at(-1)! / 1024).toFixed(0)} MiB`,
+    );
+  }
+  const oursRate = median(ours);
+  const directRate = median(direct);
+  context.rows.push({
+    what: "9. upload 512 MiB .conda through an S3 replica (curl) vs a direct multipart put, MB/s",
+    ours: figure(oursRate, "MB/s"),
+    reference: figure(directRate, "MB/s"),
+    ratio: percent(oursRate / directRate),
+    target: `≥ ${percent(THROUGHPUT_TARGET)}`,
+    met: oursRate / directRate >= THROUGHPUT_TARGET,
+  });
+  context.rows.push({
+    what: "9. S3 replica peak RSS (VmHWM), 512 MiB upload",
+    ours: figure(Math.max(...peaks) / 1024, "MiB"),
+    reference: "—",
+    ratio: "—",
+    target: "≤ 256 MiB",
+    met: Math.max(...peaks) <= MEMORY_TARGET_KIB,
+  });
+}
+
+async function _smallUploads(context: BenchContext, env: Record<string, string>): Promise<void> {
+  context.progress(`s3: building ${SMALL_UPLOADS} small packages`);
+  const items = await _smallPackages("s3-bench-upload", SMALL_UPLOADS);
+  const latencyItems = await _smallPackages("s3-bench-latency", LATENCY_UPLOADS);
+
+  const fs = await _fsServer(context, "small");
+  let fsRate: number;
+  let fsLatency: number[];
+  try {
+    fsRate = await _rate(context, [fs.url], items);
+    fsLatency = await _latencies(context, fs.url, latencyItems);
+  } finally {
+    await fs[Symbol.asyncDispose]();
+  }
+
+  for (const count of [1, 3]) {
+    const prefix = `small-${_prefixes++}`;
+    const replicas: ServerProcess[] = [];
+    try {
+      for (let i = 0; i < count; i++) replicas.push(await _replica(context, env, prefix, `r${i}`));
+      const rate = await _rate(context, replicas.map((replica) => replica.url), items);
+      context.progress(
+        `s3: ${count} replica(s) ${rate.toFixed(0)} uploads/s, local ${fsRate.toFixed(0)}/s`,
+      );
+      context.rows.push({
+        what:
+          `9. uploads/s, ${items.length} × 100 KiB, ${SMALL_CONCURRENCY} clients, ${count} S3 replica${
+            count > 1 ? "s on one bucket" : ""
+          } vs one server on a local directory`,
+        ours: figure(rate, "/s"),
+        reference: figure(fsRate, "/s"),
+        ratio: percent(rate / fsRate),
+        target: "—",
+        met: undefined,
+      });
+      if (count === 1) {
+        const latencies = await _latencies(context, replicas[0]!.url, latencyItems);
+        context.rows.push({
+          what:
+            `9. index latency with S3: one upload at a time, answer after the index files are in the bucket, p50 / p99`,
+          ours: `${percentile(latencies, 50).toFixed(1)} / ${
+            percentile(latencies, 99).toFixed(1)
+          } ms`,
+          reference: `${percentile(fsLatency, 50).toFixed(1)} / ${
+            percentile(fsLatency, 99).toFixed(1)
+          } ms`,
+          ratio: "—",
+          target: "—",
+          met: undefined,
+        });
+      }
+    } finally {
+      for (const replica of replicas) await replica[Symbol.asyncDispose]();
+    }
+  }
+}
+
+/** Uploads every item once, spread over `urls`, `SMALL_CONCURRENCY` clients in all. */
+async function _rate(context: BenchContext, urls: string[], items: UploadItem[]): Promise<number> {
+  const started = performance.now();
+  await Promise.all(
+    urls.map((url, i) =>
+      uploadMany(url, items.filter((_, j) => j % urls.length === i), {
+        concurrency: Math.max(1, Math.round(SMALL_CONCURRENCY / urls.length)),
+        token: context.token,
+        caPem: context.tls.caPem,
+      })
+    ),
+  );
+  return items.length / ((performance.now() - started) / 1000);
+}
+
+async function _latencies(
+  context: BenchContext,
+  url: string,
+  items: UploadItem[],
+): Promise<number[]> {
+  const result = await uploadMany(url, items, {
+    concurrency: 1,
+    token: context.token,
+    caPem: context.tls.caPem,
+  });
+  return result.latenciesMs;
+}
+
+/** `count` distinct ~100 KiB `.conda` packages named `<name>-<i>`. */
+async function _smallPackages(name: string, count: number): Promise<UploadItem[]> {
+  const payload = new Uint8Array(100 * 1024);
+  for (let at = 0; at < payload.length; at += 65536) {
+    crypto.getRandomValues(payload.subarray(at, Math.min(at + 65536, payload.length)));
+  }
+  const items: UploadItem[] = [];
+  for (let i = 0; i < count; i++) {
+    const spec = { name: `${name}-${i}`, version: "1.0", files: { "lib/data.bin": payload } };
+    items.push({ filename: packageFilename(spec), bytes: await buildPackage(spec) });
+  }
+  return items;
+}
