@@ -20,6 +20,8 @@
  *   and that is older than the orphan grace (a replica killed between its
  *   PUT and its index write, never acknowledged) is deleted under the lease
  *   by reconcile, after checking `repodata.json` once more.
+ * - **Start**: the store must refuse a second create-only PUT (probed on a
+ *   scratch key), or the channel is not opened.
  * - **Serving**: what a path holds is looked up with a HEAD and trusted for
  *   `refreshMs` (so other replicas' writes show within that time); files up
  *   to 8 MiB are read whole when opened, larger ones streamed with `Range`
@@ -50,6 +52,7 @@ import {
   PreconditionFailedError,
 } from "./object_store.ts";
 import { MAX_SINGLE_PUT } from "./s3_object_store.ts";
+import { probeStoreCapabilities } from "./store_capabilities.ts";
 
 /** Options for {@linkcode S3ChannelStorage.open}. */
 export interface S3ChannelStorageOptions {
@@ -162,10 +165,17 @@ export class S3ChannelStorage implements ChannelStore {
       throw new Error(`Cannot open work directory ${workDir}: ${_describe(error)}`);
     }
     const storage = new S3ChannelStorage(root, store, workDir, options);
+    let capabilities;
     try {
       await storage.checkWritable();
+      capabilities = await probeStoreCapabilities(store, ".index/probe");
     } catch (error) {
       throw new Error(`Cannot open channel ${root}: ${_describe(error)}`);
+    }
+    if (!capabilities.createOnly) {
+      throw new Error(
+        `Cannot open channel ${root}: the store does not refuse a second create-only PUT (If-None-Match: *), so replicas could overwrite each other's packages`,
+      );
     }
     return storage;
   }

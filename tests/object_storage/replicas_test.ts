@@ -22,7 +22,7 @@ import {
   startReplica,
   uploadTo,
 } from "../helpers/s3_replicas.ts";
-import { curlUpload, writeTestTls } from "../helpers/server_process.ts";
+import { curlUpload, runProgram, serverArgs, writeTestTls } from "../helpers/server_process.ts";
 import { packageFilename, writeLargePackage } from "../helpers/conda_package.ts";
 import { noS3Engine, openTestStore } from "../helpers/s3_test_store.ts";
 
@@ -334,5 +334,68 @@ Deno.test({
     for await (const chunk of response.body!) served.update(chunk);
     assert.equal(served.digest("hex"), expected);
     assert.equal((await servedRecords(b, set, "linux-64")).get(packageFilename(spec)), expected);
+  },
+});
+
+Deno.test({
+  name:
+    "with --allow_overwrite a replacement through one replica is served by the other (record and bytes); without force the name stays taken",
+  ignore: noS3Engine,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using set = await replicaSet("replace");
+    await using a = await startReplica(set, "a", {}, ["--allow_overwrite"]);
+    await using b = await startReplica(set, "b", {}, ["--allow_overwrite"]);
+    const [first, second] = await buildArtifacts([
+      { name: "replaced", version: "1.0", files: { "share/replaced/v.txt": "first\n" } },
+      { name: "replaced", version: "1.0", files: { "share/replaced/v.txt": "second\n" } },
+    ]);
+    assert.notEqual(first!.sha256, second!.sha256);
+    assert.equal((await uploadTo(a, set, first!)).status, STATUS.Created);
+    assert.equal((await uploadTo(b, set, second!)).status, STATUS.Conflict);
+    const replaced = await fetch(
+      new URL(`/linux-64/${second!.filename}?force=true`, b.url),
+      {
+        method: "PUT",
+        client: set.client,
+        headers: { authorization: `Bearer ${set.token}` },
+        body: second!.bytes,
+      },
+    );
+    assert.equal(replaced.status, STATUS.Created, await replaced.text());
+    const seen = await eventually(async () => {
+      const records = await servedRecords(a, set, "linux-64");
+      const response = await fetch(new URL(`/linux-64/${first!.filename}`, a.url), {
+        client: set.client,
+      });
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      const hash = createHash("sha256").update(bytes).digest("hex");
+      return records.get(first!.filename) === second!.sha256 && hash === second!.sha256;
+    }, 5_000);
+    assert(seen, "the replacement is seen by the other replica");
+  },
+});
+
+Deno.test({
+  name: "a replica whose store cannot be reached does not start, with one line saying why",
+  ignore: noS3Engine,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using set = await replicaSet("unreachable");
+    const work = join(set.dir, "work");
+    await Deno.mkdir(work);
+    const args = [
+      ...await serverArgs(work, set.tls, set.token),
+      "--storage",
+      set.storage,
+    ];
+    const result = await runProgram(args, {
+      env: { AWS_ENDPOINT_URL: "http://127.0.0.1:9" },
+      timeoutMs: 60_000,
+    });
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /Cannot open channel s3:\/\/auh-test\/unreachable-[0-9a-f]+/);
   },
 });
