@@ -399,3 +399,37 @@ Deno.test({
     assert.match(result.stderr, /Cannot open channel s3:\/\/auh-test\/unreachable-[0-9a-f]+/);
   },
 });
+
+Deno.test({
+  name:
+    "the index command with --storage indexes packages copied into the bucket by hand and writes the index files there",
+  ignore: noS3Engine,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using set = await replicaSet("index-command");
+    const store = await openTestStore(set.prefix);
+    const artifacts = await buildArtifacts([
+      { name: "copied", version: "1.0", subdir: "linux-64" },
+      { name: "copied", version: "1.0", subdir: "noarch", format: ".tar.bz2" },
+    ]);
+    for (const artifact of artifacts) {
+      await store.put(`${artifact.subdir}/${artifact.filename}`, artifact.bytes);
+    }
+    const work = join(set.dir, "work");
+    await Deno.mkdir(work);
+    const result = await runProgram(["index", work, "--storage", set.storage], {
+      env: { AWS_ENDPOINT_URL: Deno.env.get("AUH_S3_TEST_ENDPOINT") ?? "" },
+      timeoutMs: 60_000,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    for (const artifact of artifacts) {
+      const read = await store.getBytes(`${artifact.subdir}/repodata.json`);
+      const repodata = JSON.parse(new TextDecoder().decode(read!.bytes));
+      const section = artifact.filename.endsWith(".conda") ? "packages.conda" : "packages";
+      assert.equal(repodata[section][artifact.filename].sha256, artifact.sha256);
+      assert(await store.head(`${artifact.subdir}/repodata.json.zst`));
+    }
+    assert(await store.head("channeldata.json"));
+  },
+});
