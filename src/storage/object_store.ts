@@ -141,6 +141,23 @@ export interface ObjectStore {
   listPrefixes(prefix: string): AsyncIterable<string>;
   /** Deletes an object; deleting a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Copies `source` to `target` inside the store (at most 5 GiB), with the
+   * metadata and content type of `options`, unconditionally; returns the ETag.
+   */
+  copy(source: string, target: string, options?: PutOptions): Promise<string>;
+  /** Starts a multipart upload to `key` sent part by part from local file ranges. */
+  startMultipart(key: string, options?: PutOptions): Promise<StepwiseUpload>;
+}
+
+/** A multipart upload sent part by part; see {@linkcode ObjectStore.startMultipart}. */
+export interface StepwiseUpload {
+  /** Sends part `partNumber` (from 1) from `length` bytes of `path` at `offset`. */
+  uploadPart(partNumber: number, path: string, offset: number, length: number): Promise<void>;
+  /** Completes the upload with the parts sent; returns the object's ETag. */
+  complete(): Promise<string>;
+  /** Aborts the upload (its parts are dropped); never throws. */
+  abort(): Promise<void>;
 }
 
 /** Thrown by a create-only put when the key is taken. */

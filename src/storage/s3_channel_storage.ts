@@ -5,12 +5,15 @@
  * own endpoint or a CDN; the replica keeps only its spool and copies in a
  * local work directory (`-d`). See docs/object_storage.md §5-§6.
  *
- * - **Publish** streams the spooled package to its final key with one
- *   create-only PUT (`If-None-Match: *`), so of replicas racing for a name
- *   the store lets exactly one win; the object carries the upload's id
- *   (`x-amz-meta-auh-upload`). Packages above the multipart threshold first
- *   claim the name with a create-only claim object (Ceph RGW ignores
- *   conditions on CompleteMultipartUpload).
+ * - **Publish** claims the package's name with a create-only claim object
+ *   (`.index/claims/<subdir>/<file>`, `If-None-Match: *`), so of replicas
+ *   racing for a name the store lets exactly one win, checks the final key
+ *   is free, puts the package there (one streamed PUT), and drops the claim;
+ *   the object carries the upload's id (`x-amz-meta-auh-upload`). An upload
+ *   larger than 64 MiB is sent to the store while it still arrives, as a
+ *   multipart upload to a staging object, and copied to its final key
+ *   inside the store after inspection (CopyObject: conditions are ignored
+ *   there by Ceph RGW, hence the claim).
  * - **One index writer at a time**: {@linkcode withLock} holds the
  *   channel's {@linkcode ObjectLease} (`.index/writer`), renewed while the
  *   write cycle runs; a cycle re-reads `repodata.json` by ETag before it
@@ -50,6 +53,7 @@ import {
   ObjectNotFoundError,
   type ObjectStore,
   PreconditionFailedError,
+  type StepwiseUpload,
 } from "./object_store.ts";
 import { MAX_SINGLE_PUT } from "./s3_object_store.ts";
 import { probeStoreCapabilities } from "./store_capabilities.ts";
@@ -94,6 +98,15 @@ const COPIES_DIR_NAME = ".copies";
 const WRITER_LEASE = ".index/writer";
 /** Claims of multipart uploads. */
 const CLAIMS = ".index/claims";
+/** Staging objects of uploads sent to the store while they arrive. */
+const STAGING = ".index/staging";
+/**
+ * Part size of an upload sent while it arrives; an upload starts going to
+ * the store once this much has arrived, so smaller ones never do.
+ */
+const STAGE_PART = 64 * 1024 * 1024;
+/** How often arriving uploads are checked for a new part, in ms. */
+const STAGE_POLL_MS = 100;
 /** Metadata naming the upload that wrote a package object. */
 const UPLOAD_METADATA = "auh-upload";
 /** Prune the lease's old generations every this many acquisitions. */
@@ -127,6 +140,8 @@ export class S3ChannelStorage implements ChannelStore {
   #nextVersion = 1;
   #held: HeldLease | undefined;
   #acquisitions = 0;
+  readonly #staging = new Map<string, _Staging>();
+  #stagingTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(
     root: string,
@@ -188,8 +203,21 @@ export class S3ChannelStorage implements ChannelStore {
     for await (const _ of this.#store.list(".index/", { pageSize: 1 })) break;
   }
 
-  removeLeftoverTempFiles(): Promise<string[]> {
-    return Promise.resolve([]); // every object write is atomic: nothing half-written exists
+  /**
+   * Every object write is atomic, so nothing half-written exists; removes
+   * staging objects older than the orphan grace (a replica died between
+   * completing one and copying it). Unfinished multipart uploads of a
+   * replica killed mid-upload are left to the bucket's lifecycle rule
+   * (`AbortIncompleteMultipartUpload`, see the README).
+   */
+  async removeLeftoverTempFiles(): Promise<string[]> {
+    const removed: string[] = [];
+    for await (const info of this.#store.list(`${STAGING}/`)) {
+      if (Date.now() - info.lastModified.getTime() < this.#orphanGraceMs) continue;
+      await this.#store.delete(info.key);
+      removed.push(info.key);
+    }
+    return removed;
   }
 
   async removeLeftoverSpoolFiles(): Promise<string[]> {
@@ -211,11 +239,90 @@ export class S3ChannelStorage implements ChannelStore {
       `${Date.now()}-${crypto.randomUUID()}.part`,
     );
     const file = Deno.openSync(path, { createNew: true, write: true, mode: 0o644 });
+    this.#staging.set(path, {
+      path,
+      key: `${STAGING}/${crypto.randomUUID()}`,
+      sent: 0,
+      failed: false,
+    });
+    this.#stagingTimer ??= setInterval(() => this.#stageArrived(), STAGE_POLL_MS);
+    Deno.unrefTimer(this.#stagingTimer);
     return Promise.resolve({ path, file });
   }
 
   async discardSpoolFile(path: string): Promise<void> {
+    await this.#dropStaging(this.#takeStaging(path));
     await Deno.remove(path).catch(() => {});
+  }
+
+  /** Sends the next part of every arriving upload that has a whole part more. */
+  #stageArrived(): void {
+    if (this.#staging.size === 0) {
+      clearInterval(this.#stagingTimer);
+      this.#stagingTimer = undefined;
+      return;
+    }
+    for (const staging of this.#staging.values()) {
+      if (staging.sending !== undefined || staging.failed) continue;
+      let size: number;
+      try {
+        size = Deno.statSync(staging.path).size;
+      } catch {
+        continue;
+      }
+      if (size - staging.sent < STAGE_PART) continue;
+      staging.sending = this.#sendPart(staging, STAGE_PART)
+        .catch(() => {
+          staging.failed = true; // published with one PUT instead
+        })
+        .finally(() => staging.sending = undefined);
+    }
+  }
+
+  async #sendPart(staging: _Staging, length: number): Promise<void> {
+    staging.upload ??= await this.#store.startMultipart(staging.key);
+    const partNumber = Math.floor(staging.sent / STAGE_PART) + 1;
+    await staging.upload.uploadPart(partNumber, staging.path, staging.sent, length);
+    staging.sent += length;
+  }
+
+  #takeStaging(path: string): _Staging | undefined {
+    const staging = this.#staging.get(path);
+    this.#staging.delete(path);
+    return staging;
+  }
+
+  /** Aborts what an upload sent ahead (never throws). */
+  async #dropStaging(staging: _Staging | undefined): Promise<void> {
+    if (staging === undefined) return;
+    await staging.sending?.catch(() => {});
+    await staging.upload?.abort();
+  }
+
+  /**
+   * Completes an upload sent ahead with the rest of the spool file; returns
+   * the staging key, or undefined when none was started or it failed.
+   */
+  async #completeStaging(staging: _Staging | undefined, size: number): Promise<string | undefined> {
+    if (staging === undefined) return undefined;
+    await staging.sending?.catch(() => {});
+    if (staging.upload === undefined || staging.failed || size > MAX_SINGLE_PUT) {
+      await this.#dropStaging(staging);
+      return undefined;
+    }
+    try {
+      while (staging.sent < size) {
+        await this.#sendPart(staging, Math.min(STAGE_PART, size - staging.sent));
+      }
+      await staging.upload.complete();
+      return staging.key;
+    } catch (error) {
+      await staging.upload.abort();
+      this.#logger.warn("Cannot complete an upload sent ahead, sending it again", {
+        reason: _describe(error),
+      });
+      return undefined;
+    }
   }
 
   /**
@@ -235,62 +342,75 @@ export class S3ChannelStorage implements ChannelStore {
   ): Promise<{ replaced: boolean }> {
     const key = _checked(`${subdir}/${filename}`).join("/");
     const size = (await Deno.stat(spoolPath)).size;
+    const staged = await this.#completeStaging(this.#takeStaging(spoolPath), size);
     const upload = crypto.randomUUID();
     const putOptions = {
       metadata: { [UPLOAD_METADATA]: upload },
       contentType: _contentType(key),
       multipartThreshold: this.#multipartThreshold,
     };
+    const put = () =>
+      staged === undefined
+        ? this.#store.putFile(spoolPath, key, putOptions)
+        : this.#store.copy(staged, key, putOptions);
     let replaced = false;
     try {
       if (options.replace) {
         replaced = await this.#store.head(key) !== undefined;
-        await this.#store.putFile(spoolPath, key, putOptions);
-      } else if (size > this.#multipartThreshold) {
-        await this.#publishClaimed(spoolPath, key, upload, putOptions);
+        await put();
       } else {
-        await this.#store.putFile(spoolPath, key, { ...putOptions, createOnly: true });
+        await this.#withClaim(key, upload, async () => {
+          if (staged === undefined && size <= this.#multipartThreshold) {
+            // One create-only PUT: atomic by itself, no look first.
+            await this.#store.putFile(spoolPath, key, { ...putOptions, createOnly: true });
+            return;
+          }
+          // A copy or a multipart upload is unconditional on Ceph RGW: the
+          // claim and this look keep it from replacing a package.
+          if (await this.#store.head(key) !== undefined) throw new ObjectExistsError(key);
+          await put();
+        });
       }
     } catch (error) {
       if (error instanceof ObjectExistsError) throw new PackageExistsError(key);
       throw error;
     } finally {
       this.#looked.delete(key);
+      if (staged !== undefined) await this.#store.delete(staged).catch(() => {});
     }
     await Deno.remove(spoolPath).catch(() => {});
     return { replaced };
   }
 
   /**
-   * A multipart upload (no atomic create-only on Ceph RGW): claim the name
-   * with a create-only claim object, check the final key is free, upload,
-   * then drop the claim. A claim older than the orphan grace was left by a
-   * crash and is taken over.
+   * Runs `action` holding the create-only claim of `key`: of publishers
+   * racing for a name exactly one holds it (a second gets
+   * {@linkcode PackageExistsError}). A claim older than the orphan grace was
+   * left by a crash and is taken over, under the writer lease so that only
+   * one publisher takes it.
    */
-  async #publishClaimed(
-    spoolPath: string,
-    key: string,
-    upload: string,
-    putOptions: { metadata: Record<string, string>; multipartThreshold: number },
-  ): Promise<void> {
+  async #withClaim(key: string, upload: string, action: () => Promise<void>): Promise<void> {
     const claim = `${CLAIMS}/${key}`;
     const body = new TextEncoder().encode(JSON.stringify({ upload, at: new Date() }));
+    const stale = (info: ObjectInfo | undefined) =>
+      info !== undefined && Date.now() - info.lastModified.getTime() >= this.#orphanGraceMs;
     try {
       await this.#store.put(claim, body, { createOnly: true });
     } catch (error) {
       if (!(error instanceof ObjectExistsError)) throw error;
-      const info = await this.#store.head(claim);
-      if (info && Date.now() - info.lastModified.getTime() < this.#orphanGraceMs) {
-        throw new PackageExistsError(key);
-      }
-      await this.#store.delete(claim);
-      await this.#store.put(claim, body, { createOnly: true });
+      if (!stale(await this.#store.head(claim))) throw new PackageExistsError(key);
+      await this.withLock(async () => {
+        const info = await this.#store.head(claim);
+        if (info !== undefined && !stale(info)) throw new PackageExistsError(key);
+        await this.#store.delete(claim);
+        await this.#store.put(claim, body, { createOnly: true });
+      });
     }
     try {
-      if (await this.#store.head(key) !== undefined) throw new ObjectExistsError(key);
-      await this.#store.putFile(spoolPath, key, putOptions);
+      await action();
     } finally {
-      await this.#store.delete(claim).catch(() => {});
+      // Not waited for: once the package is in place its name is taken anyway.
+      void this.#store.delete(claim).catch(() => {});
     }
   }
 
@@ -503,7 +623,28 @@ export class S3ChannelStorage implements ChannelStore {
     }
   }
 
-  close(): void {}
+  /** Aborts uploads still being sent ahead. */
+  close(): void {
+    for (const path of [...this.#staging.keys()]) void this.#dropStaging(this.#takeStaging(path));
+    if (this.#stagingTimer !== undefined) clearInterval(this.#stagingTimer);
+    this.#stagingTimer = undefined;
+  }
+}
+
+/** An upload being sent to a staging object while it arrives. */
+interface _Staging {
+  /** The spool file. */
+  path: string;
+  /** Its staging object. */
+  key: string;
+  /** The multipart upload, once the first part is due. */
+  upload?: StepwiseUpload;
+  /** Bytes sent in parts so far. */
+  sent: number;
+  /** The part being sent. */
+  sending?: Promise<void> | undefined;
+  /** Set when a part failed: the package then goes with one PUT. */
+  failed: boolean;
 }
 
 /** A file read whole into memory. */

@@ -34,6 +34,7 @@ import {
   type PutFileOptions,
   type PutOptions,
   RangeNotSatisfiableError,
+  type StepwiseUpload,
 } from "./object_store.ts";
 import type { S3Location, S3Settings } from "./s3_location.ts";
 import { sendFileBody } from "./file_body_request.ts";
@@ -298,6 +299,64 @@ export class S3ObjectStore implements ObjectStore {
       throw options.createOnly ? new ObjectExistsError(key) : new PreconditionFailedError(key);
     }
     return response.headers.get("etag") ?? "";
+  }
+
+  /**
+   * Copies `source` to `target` inside the store (CopyObject, at most 5 GiB),
+   * with the metadata and content type of `options`; returns the new ETag.
+   * Unconditional: Ceph RGW 16.2 ignores conditions on CopyObject.
+   */
+  async copy(source: string, target: string, options: PutOptions = {}): Promise<string> {
+    const { bucket, prefix } = this.#location;
+    const sourcePath = [bucket, ...(prefix === "" ? [] : [prefix]), source].join("/");
+    const headers = objectHeaders(options);
+    headers["x-amz-copy-source"] = "/" + sourcePath.split("/").map(encodeURIComponent).join("/");
+    headers["x-amz-metadata-directive"] = "REPLACE";
+    const response = await this.#send({ method: "PUT", key: target, headers, expect: [200, 404] });
+    const text = await response.text();
+    if (response.status === 404) throw new ObjectNotFoundError(source);
+    if (xmlElements(text, "Error").length > 0) {
+      throw new ObjectStoreError(
+        `Cannot copy ${source} to ${target}: ${xmlText(text, "Code") ?? "error"}`,
+        200,
+        xmlText(text, "Code"),
+      );
+    }
+    return xmlText(text, "ETag") ?? (await this.head(target))?.etag ?? "";
+  }
+
+  /**
+   * Starts a multipart upload to `key` whose parts are sent one by one from
+   * ranges of local files (for a file still being written); nothing shows
+   * under `key` before {@linkcode StepwiseUpload.complete}.
+   */
+  async startMultipart(key: string, options: PutOptions = {}): Promise<StepwiseUpload> {
+    const uploadId = await this.#initiateMultipart(key, options);
+    const etags: string[] = [];
+    return {
+      uploadPart: async (partNumber, path, offset, length) => {
+        const response = await this.#send({
+          method: "PUT",
+          key,
+          query: { partNumber: String(partNumber), uploadId },
+          file: { path, offset, length },
+          expect: [200],
+        });
+        await response.body?.cancel();
+        const etag = response.headers.get("etag");
+        if (!etag) throw new ObjectStoreError(`Cannot upload ${key}: part without ETag`, 200);
+        etags[partNumber - 1] = etag;
+      },
+      complete: async () => await this.#completeMultipart(key, uploadId, etags, {}),
+      abort: async () => {
+        await this.#send({
+          method: "DELETE",
+          key,
+          query: { uploadId },
+          expect: [204, 200, 404],
+        }).then((response) => response.body?.cancel()).catch(() => {});
+      },
+    };
   }
 
   async #initiateMultipart(key: string, options: PutOptions): Promise<string> {
