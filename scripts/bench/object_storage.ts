@@ -5,8 +5,9 @@
  *
  * - a 512 MiB `.conda` uploaded with curl through a replica (spool, hashes,
  *   inspection, then the create-only PUT to the store) against a direct
- *   multipart put of the same file to the store (64 MiB parts, 2 in flight),
- *   and the replica's peak RSS;
+ *   multipart put of the same file to the store (64 MiB parts, 2 in flight)
+ *   and against the same upload into our server on a local directory, and
+ *   the replica's peak RSS;
  * - small uploads/s (~100 KiB packages, 8 clients) into 1 replica and into
  *   3 replicas on one bucket, against our server on a local directory;
  * - index latency: one client uploading one package at a time (the answer
@@ -112,6 +113,7 @@ async function _largeUpload(
   const runs = context.plan.name === "quick" ? 1 : 2;
   const ours: number[] = [];
   const direct: number[] = [];
+  const local: number[] = [];
   const peaks: number[] = [];
   for (let run = 0; run < runs; run++) {
     const spec = { name: `s3-large-${run}`, version: "1.0" };
@@ -143,11 +145,25 @@ async function _largeUpload(
     } finally {
       await replica[Symbol.asyncDispose]();
     }
+    const fs = await _fsServer(context, `large-${run}`);
+    try {
+      const upload = await curlUpload(fs.url, {
+        file,
+        token: context.token,
+        caFile: context.tls.caFile,
+      });
+      if (upload.status !== 201) throw new Error(`local large upload: ${upload.status}`);
+      local.push(size / 1e6 / upload.seconds);
+    } finally {
+      await fs[Symbol.asyncDispose]();
+    }
     await Deno.remove(file);
     context.progress(
       `s3: 512 MiB through a replica ${ours.at(-1)!.toFixed(0)} MB/s, direct multipart put ${
         direct.at(-1)!.toFixed(0)
-      } MB/s, replica peak RSS ${(peaks.at(-1)! / 1024).toFixed(0)} MiB`,
+      } MB/s, local directory ${local.at(-1)!.toFixed(0)} MB/s, replica peak RSS ${
+        (peaks.at(-1)! / 1024).toFixed(0)
+      } MiB`,
     );
   }
   const oursRate = median(ours);
@@ -159,6 +175,16 @@ async function _largeUpload(
     ratio: percent(oursRate / directRate),
     target: `≥ ${percent(THROUGHPUT_TARGET)}`,
     met: oursRate / directRate >= THROUGHPUT_TARGET,
+  });
+  const localRate = median(local);
+  context.rows.push({
+    what:
+      "9. the same 512 MiB upload through an S3 replica vs into one server on a local directory",
+    ours: figure(oursRate, "MB/s"),
+    reference: figure(localRate, "MB/s"),
+    ratio: percent(oursRate / localRate),
+    target: "—",
+    met: undefined,
   });
   context.rows.push({
     what: "9. S3 replica peak RSS (VmHWM), 512 MiB upload",
