@@ -7,13 +7,14 @@
  *
  * - **Publish** claims the package's name with a create-only claim object
  *   (`.index/claims/<subdir>/<file>`, `If-None-Match: *`), so of replicas
- *   racing for a name the store lets exactly one win, checks the final key
- *   is free, puts the package there (one streamed PUT), and drops the claim;
- *   the object carries the upload's id (`x-amz-meta-auh-upload`). An upload
+ *   racing for a name the store lets exactly one win, puts the package
+ *   under its final key with one streamed create-only PUT, and drops the
+ *   claim; the object carries the upload's id (`x-amz-meta-auh-upload`). An upload
  *   larger than 64 MiB is sent to the store while it still arrives, as a
  *   multipart upload to a staging object, and copied to its final key
- *   inside the store after inspection (CopyObject: conditions are ignored
- *   there by Ceph RGW, hence the claim).
+ *   inside the store after inspection, once a look found the key free
+ *   (CopyObject: conditions are ignored there by Ceph RGW, hence the claim
+ *   for every publish).
  * - **One index writer at a time**: {@linkcode withLock} holds the
  *   channel's {@linkcode ObjectLease} (`.index/writer`), renewed while the
  *   write cycle runs; a cycle re-reads `repodata.json` by ETag before it
