@@ -120,7 +120,9 @@ export function createHandler(context: HandlerContext): Handler {
   };
   return async (request, info) => {
     const started = performance.now();
-    const path = loggedPath(request);
+    // Parsed once here: the routes below take this URL instead of parsing `request.url` again.
+    const url = new URL(request.url);
+    const path = loggedPath(url);
     const client = clientAddress(request, info);
     const minting = request.method === "POST" && path === MINT_TOKEN_PATH;
     const write = WRITE_METHODS.has(request.method) && !minting;
@@ -129,7 +131,7 @@ export function createHandler(context: HandlerContext): Handler {
       response = minting
         ? await handleMintToken(request, client, mint)
         : (write ? await handleWrite(request, client, frontDoor) : undefined) ??
-          await route(withoutPathToken(request), readContext, channels);
+          await route(withoutPathToken(request, url), readContext, channels);
     } catch (error) {
       response = errorResponse(error);
       logFailure(context.logger, request, path, error);
@@ -163,11 +165,11 @@ function countWrite(
 
 /** The read routes (and the 405 of a write no route takes). */
 async function route(
-  request: Request,
+  { request, url }: _ParsedRequest,
   context: HandlerContext & { preAuth: PreAuthPool },
   channels: ServedChannels,
 ): Promise<Response> {
-  const { pathname } = new URL(request.url);
+  const { pathname } = url;
   const method = request.method;
   if (method === "GET" && pathname === "/health") {
     return await healthResponse(
@@ -199,7 +201,6 @@ async function route(
     if (read.mount === "/") {
       return await serveChannel(request, read.channel.storage, context.serveOptions);
     }
-    const url = new URL(request.url);
     url.pathname = read.pathname;
     return await serveChannel(
       new Request(url, { method, headers: request.headers }),
@@ -222,19 +223,34 @@ function allowedMethods(pathname: string): string[] {
   return ["GET", "HEAD", ...writeMethods(pathname)];
 }
 
-/** The request without its `/t/<token>/` path prefix (reads ignore the token). */
-function withoutPathToken(request: Request): Request {
-  const url = new URL(request.url);
+/** A request and its parsed URL, which the route may change. */
+interface _ParsedRequest {
+  request: Request;
+  url: URL;
+}
+
+/**
+ * The request without its `/t/<token>/` path prefix (reads ignore the
+ * token); `url` is the request's URL, taken over (changed in place).
+ */
+function withoutPathToken(request: Request, url: URL): _ParsedRequest {
   const { token, pathname } = splitPathToken(url.pathname);
-  if (token === undefined) return request;
+  if (token === undefined) return { request, url };
   url.pathname = pathname;
   // No `signal`: Deno.serve's request signal also fires after a successful response.
-  return new Request(url, { method: request.method, headers: request.headers, body: request.body });
+  return {
+    request: new Request(url, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+    }),
+    url,
+  };
 }
 
 /** The request's path for log lines: clipped, and never with a path token. */
-function loggedPath(request: Request): string {
-  return redactPathToken(new URL(request.url).pathname).slice(0, 200);
+function loggedPath(url: URL): string {
+  return redactPathToken(url.pathname).slice(0, 200);
 }
 
 function logFailure(logger: Logger, request: Request, path: string, thrown: unknown): void {
