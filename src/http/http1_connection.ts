@@ -57,6 +57,8 @@ export class Http1Connection {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #closed = false;
+  /** Sends under way (see {@linkcode #send}). */
+  #sending = 0;
   /** Waiting for the first byte of a request (closed at once on drain). */
   #idle = true;
   #draining = false;
@@ -231,7 +233,8 @@ export class Http1Connection {
         head: head.method === "HEAD",
         close: !keepAlive,
         http10: head.minorVersion === 0,
-        write: (bytes) => this.#write(bytes),
+        write: (data) => this.#write(data),
+        send: (bytes) => this.#send(bytes),
       });
     } finally {
       this.#requestAbort = undefined;
@@ -262,7 +265,7 @@ export class Http1Connection {
       head: false,
       close: true,
       http10,
-      write: (bytes) => this.#write(bytes),
+      write: (data) => this.#write(data),
     }).catch(() => {});
     await this.#linger();
     return false;
@@ -288,10 +291,26 @@ export class Http1Connection {
   }
 
   /** Writes `bytes`; a client that takes nothing for the idle timeout is closed. */
-  async #write(bytes: Uint8Array): Promise<void> {
+  async #write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     this.#arm(this.#options.idleTimeoutMs);
-    await this.#conn.write(bytes);
+    await this.#conn.write(data);
     this.#disarm();
+  }
+
+  /**
+   * Sends `bytes` (see {@linkcode ByteConnection.send}); several may be under
+   * way. The client is closed when none of them progresses for the idle timeout.
+   */
+  async #send(bytes: Uint8Array): Promise<void> {
+    this.#sending++;
+    this.#arm(this.#options.idleTimeoutMs);
+    try {
+      await this.#conn.send(bytes);
+    } finally {
+      this.#sending--;
+      if (this.#sending > 0) this.#arm(this.#options.idleTimeoutMs);
+      else this.#disarm();
+    }
   }
 
   #requestUrl(head: RequestHead): URL {

@@ -3,8 +3,10 @@
  * to be small go out in one write (a response split into a small head and a
  * body meets the client's delayed ACK and Nagle's algorithm: 40 ms per
  * response); larger bodies stream with backpressure, `chunked` when their
- * length is unknown. HEAD answers carry GET's headers, `Content-Length`
- * included, and no body.
+ * length is unknown. A large body of known length from a byte stream (a
+ * file) is read into two buffers used in turn, each filled again once the
+ * connection has sent it: memory stays flat whatever the size of the file.
+ * HEAD answers carry GET's headers, `Content-Length` included, and no body.
  *
  * @module
  */
@@ -17,13 +19,22 @@ export interface WriteResponseOptions {
   close: boolean;
   /** HTTP/1.0 client: no chunked encoding; keep-alive only when asked. */
   http10: boolean;
-  /** Writes bytes to the connection (all of them, or throws). */
-  write: (bytes: Uint8Array) => Promise<void>;
+  /** Writes bytes to the connection (all of them, or throws); several parts go out as one write. */
+  write: (data: Uint8Array | readonly Uint8Array[]) => Promise<void>;
+  /**
+   * Writes bytes and resolves once the connection no longer holds them, so
+   * that the buffer may be filled again.
+   * @default {write}
+   */
+  send?: (bytes: Uint8Array) => Promise<void>;
 }
 
 /** Bodies up to this size are sent with the head in one write when their length is unknown. */
 const COALESCE_BYTES = 64 * 1024;
+/** Size of each of the two buffers a large byte-stream body is sent through. */
+const SEND_BUFFER_BYTES = 256 * 1024;
 const ENCODER = new TextEncoder();
+const CRLF = ENCODER.encode("\r\n");
 /** Headers that describe the connection or the framing: set here, never taken from the handler. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
@@ -58,9 +69,8 @@ export async function writeResponse(
   }
   if (!hasDate) headers.push(["date", _httpDate()]);
   const bodyless = options.head || status < 200 || status === 204 || status === 304;
-  const reader = response.body?.getReader();
   if (bodyless) {
-    reader?.cancel().catch(() => {});
+    response.body?.cancel().catch(() => {});
     if (contentLength !== undefined && status !== 204) {
       headers.push(["content-length", String(contentLength)]);
     }
@@ -68,6 +78,18 @@ export async function writeResponse(
     return !options.close;
   }
   let close = options.close;
+  if (response.body !== null && contentLength !== undefined && contentLength > SEND_BUFFER_BYTES) {
+    const byob = _byobReader(response.body);
+    if (byob !== undefined) {
+      try {
+        return await _sendThroughBuffers(byob, status, headers, contentLength, options);
+      } catch (error) {
+        byob.cancel().catch(() => {});
+        throw error;
+      }
+    }
+  }
+  const reader = response.body?.getReader();
   if (reader === undefined) {
     headers.push(["content-length", "0"]);
     await options.write(_head(status, headers, close, options.http10));
@@ -93,13 +115,13 @@ export async function writeResponse(
     }
     if (ended) {
       headers.push(["content-length", String(gathered)]);
-      await options.write(_join([_head(status, headers, close, options.http10), ...first]));
+      await options.write([_head(status, headers, close, options.http10), ...first]);
       return !close;
     }
     if (options.http10) {
       // No chunked encoding in HTTP/1.0: the body ends where the connection does.
       close = true;
-      await options.write(_join([_head(status, headers, close, true), ...first]));
+      await options.write([_head(status, headers, close, true), ...first]);
       for (;;) {
         const { done, value } = await reader.read();
         if (done) return false;
@@ -107,11 +129,11 @@ export async function writeResponse(
       }
     }
     headers.push(["transfer-encoding", "chunked"]);
-    await options.write(_join([_head(status, headers, close, false), ..._chunk(_join(first))]));
+    await options.write([_head(status, headers, close, false), ..._chunk(first)]);
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      if (value.length > 0) await options.write(_join(_chunk(value)));
+      if (value.length > 0) await options.write(_chunk([value]));
     }
     await options.write(ENCODER.encode("0\r\n\r\n"));
     return !close;
@@ -138,15 +160,73 @@ async function _writeKnownLength(
     if (sent + chunk.length > contentLength) {
       // More body than announced: send what was announced, then close.
       chunk = chunk.subarray(0, contentLength - sent);
-      await options.write(head ? _join([head, chunk]) : chunk);
+      await options.write(head ? [head, chunk] : chunk);
       reader.cancel().catch(() => {});
       return false;
     }
     sent += chunk.length;
-    await options.write(head ? _join([head, chunk]) : chunk);
+    await options.write(head ? [head, chunk] : chunk);
     head = undefined;
   }
   if (head) await options.write(head);
+  return sent === contentLength && !options.close;
+}
+
+/** A BYOB reader of `body`, or undefined when it is not a byte stream. */
+function _byobReader(body: ReadableStream<Uint8Array>): ReadableStreamBYOBReader | undefined {
+  try {
+    return body.getReader({ mode: "byob" });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Sends a body of known length read into two buffers in turn: one is sent
+ * while the other is filled, and a buffer is filled again only once the
+ * connection has sent it. The head goes out with the first chunk.
+ */
+async function _sendThroughBuffers(
+  reader: ReadableStreamBYOBReader,
+  status: number,
+  headers: [string, string][],
+  contentLength: number,
+  options: WriteResponseOptions,
+): Promise<boolean> {
+  headers.push(["content-length", String(contentLength)]);
+  const head = _head(status, headers, options.close, options.http10);
+  const send = options.send ?? options.write;
+  const buffers = [new ArrayBuffer(SEND_BUFFER_BYTES), new ArrayBuffer(SEND_BUFFER_BYTES)];
+  const sending: (Promise<void> | undefined)[] = [undefined, undefined];
+  let slot = 0;
+  let sent = 0;
+  let prefix = head.length;
+  try {
+    while (sent < contentLength) {
+      const previous = sending[slot];
+      sending[slot] = undefined;
+      await previous;
+      const room = Math.min(SEND_BUFFER_BYTES - prefix, contentLength - sent);
+      const { done, value } = await reader.read(new Uint8Array(buffers[slot]!, prefix, room));
+      if (done || value === undefined) break;
+      // The read took the buffer over and hands it back as `value.buffer`.
+      const buffer = value.buffer as ArrayBuffer;
+      buffers[slot] = buffer;
+      if (prefix > 0) new Uint8Array(buffer, 0, prefix).set(head);
+      const out = new Uint8Array(buffer, 0, prefix + value.byteLength);
+      sent += value.byteLength;
+      prefix = 0;
+      const pending = send(out);
+      pending.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
+      sending[slot] = pending;
+      slot = 1 - slot;
+    }
+  } finally {
+    await Promise.all(sending);
+  }
+  if (prefix > 0) await options.write(head);
+  // Bounded by the announced length: what the stream may still hold is not sent.
+  reader.cancel().catch(() => {});
   return sent === contentLength && !options.close;
 }
 
@@ -164,21 +244,11 @@ function _head(
   return _latin1(text);
 }
 
-function _chunk(data: Uint8Array): Uint8Array[] {
-  return [ENCODER.encode(`${data.length.toString(16)}\r\n`), data, ENCODER.encode("\r\n")];
-}
-
-function _join(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
+/** `data` as one chunk of the chunked coding: size line, the parts, CRLF. */
+function _chunk(data: readonly Uint8Array[]): Uint8Array[] {
   let length = 0;
-  for (const part of parts) length += part.length;
-  const joined = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.length;
-  }
-  return joined;
+  for (const part of data) length += part.length;
+  return [ENCODER.encode(`${length.toString(16)}\r\n`), ...data, CRLF];
 }
 
 /** Header values are ByteStrings (code points up to 0xff): one byte each. */

@@ -22,8 +22,18 @@ export interface ByteConnection {
   readonly closed: Promise<void>;
   /** The next received bytes, at most `max`; null at end of stream. */
   readChunk(max: number): Promise<Uint8Array | null>;
-  /** Writes all of `bytes`; resolves when the socket takes more (backpressure). */
-  write(bytes: Uint8Array): Promise<void>;
+  /**
+   * Writes all of `data` (several parts go out as one write, so a head and
+   * a body need no joined copy); resolves when the socket takes more
+   * (backpressure). The parts must not change afterwards.
+   */
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /**
+   * Writes all of `bytes` and resolves once the connection no longer holds
+   * them (encrypted, handed to the kernel), so that the caller may fill the
+   * same buffer again.
+   */
+  send(bytes: Uint8Array): Promise<void>;
   /** Ends our side after what was written (the client sees the end of stream). */
   closeWrite(): void;
   /** Destroys the socket at once; pending reads end, pending writes fail. */
@@ -138,12 +148,22 @@ export class SocketConnection implements ByteConnection {
     return joined;
   }
 
-  write(bytes: Uint8Array): Promise<void> {
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const socket = this.#socket;
     if (socket.destroyed || this.#error !== undefined) {
       return Promise.reject(this.#error ?? new Error("Cannot write: the connection is closed"));
     }
-    if (socket.write(bytes)) return Promise.resolve();
+    let more: boolean;
+    if (data instanceof Uint8Array) {
+      more = socket.write(data);
+    } else {
+      // Corked, the parts reach the TLS layer together: one record, one socket write.
+      socket.cork();
+      more = true;
+      for (const part of data) more = socket.write(part);
+      socket.uncork();
+    }
+    if (more) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       const done = () => {
         socket.off("drain", done);
@@ -153,6 +173,27 @@ export class SocketConnection implements ByteConnection {
       };
       socket.on("drain", done);
       socket.on("close", done);
+    });
+  }
+
+  send(bytes: Uint8Array): Promise<void> {
+    const socket = this.#socket;
+    if (socket.destroyed || this.#error !== undefined) {
+      return Promise.reject(this.#error ?? new Error("Cannot write: the connection is closed"));
+    }
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const done = (error?: Error | null) => {
+        if (settled) return;
+        settled = true;
+        socket.off("close", closed);
+        if (error) reject(error);
+        else resolve();
+      };
+      // A write destroyed before its turn may never call back.
+      const closed = () => done(new Error("Cannot write: the connection closed"));
+      socket.on("close", closed);
+      socket.write(bytes, done);
     });
   }
 
@@ -205,11 +246,17 @@ export class TcpConnection implements ByteConnection {
     return buffer.subarray(0, count);
   }
 
-  async write(bytes: Uint8Array): Promise<void> {
+  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const bytes = data instanceof Uint8Array ? data : joinBytes(data);
     let offset = 0;
     while (offset < bytes.length) {
       offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
     }
+  }
+
+  /** The same as {@linkcode write}: a `Deno.Conn` write has taken all the bytes when it resolves. */
+  send(bytes: Uint8Array): Promise<void> {
+    return this.write(bytes);
   }
 
   closeWrite(): void {
@@ -230,3 +277,17 @@ export class TcpConnection implements ByteConnection {
 
 /** Largest single read from a `Deno.Conn`. */
 const READ_BYTES = 256 * 1024;
+
+/** `parts` as one buffer (the part itself when there is one). */
+export function joinBytes(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const joined = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
