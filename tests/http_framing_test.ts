@@ -231,3 +231,35 @@ Deno.test("an early refusal of a 200 kB upload (wrong token first) closes the so
   assert.ok(closedMs !== null && closedMs < 3_000, "the socket stayed open after the refusal");
   await assert.rejects(Deno.stat(join(setup.channel, "linux-64", packageFilename(spec))));
 });
+
+Deno.test("a 3 MiB file goes out byte for byte through the server's reused send buffers: whole, to a client that waits before reading, and as a range across a buffer boundary", async () => {
+  await using setup = await setUp();
+  const size = 3 * 1024 * 1024 + 1_000;
+  const bytes = new Uint8Array(size);
+  for (let index = 0; index < size; index++) bytes[index] = (index * 2654435761) >>> 24;
+  await Deno.writeFile(join(setup.channel, "noarch", "large.bin"), bytes);
+  using connection = await setup.open();
+  await connection.send("GET /noarch/large.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+  const whole = await connection.readResponse();
+  assert.equal(whole.status, 200);
+  assert.equal(whole.headers.get("content-length"), String(size));
+  assert.ok(whole.body.length === size && whole.body.every((byte, i) => byte === bytes[i]));
+  // The server fills its buffers and waits for the client; nothing is lost or reordered.
+  await connection.send("GET /noarch/large.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const waited = await connection.readResponse();
+  assert.equal(waited.status, 200);
+  assert.ok(waited.body.length === size && waited.body.every((byte, i) => byte === bytes[i]));
+  const [start, end] = [262_000, 1_100_000];
+  await connection.send(
+    `GET /noarch/large.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=${start}-${end}\r\n\r\n`,
+  );
+  const range = await connection.readResponse();
+  assert.equal(range.status, 206);
+  assert.equal(range.headers.get("content-range"), `bytes ${start}-${end}/${size}`);
+  const expected = bytes.subarray(start, end + 1);
+  assert.ok(range.body.length === expected.length && range.body.every((b, i) => b === expected[i]));
+  // The connection is still in step after the large answers.
+  await connection.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert.equal((await connection.readResponse()).status, 200);
+});
