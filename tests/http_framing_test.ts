@@ -83,6 +83,11 @@ const SMUGGLING: [string, string][] = [
   ["a bare CR in a value", "GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n"],
   ["a NUL in a value", "GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n"],
   ["two Hosts", "GET /health HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"],
+  // Bytes above 0x7f are read one by one: a decoder must not drop a BOM or merge UTF-8.
+  [
+    "a byte order mark before the request line",
+    "\xef\xbb\xbfGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+  ],
   [
     "a malformed chunk size",
     `PUT /linux-64/chunky-1.0-0.conda HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n` +
