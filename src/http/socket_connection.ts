@@ -23,9 +23,9 @@ export interface ByteConnection {
   /** The next received bytes, at most `max`; null at end of stream. */
   readChunk(max: number): Promise<Uint8Array | null>;
   /**
-   * Writes all of `data` (several parts go out as one write, so a head and
-   * a body need no joined copy); resolves when the socket takes more
-   * (backpressure). The parts must not change afterwards.
+   * Writes all of `data` (several parts go out as one write: one TLS record
+   * and one segment for a small answer); resolves when the socket takes
+   * more (backpressure). The bytes must not change afterwards.
    */
   write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /**
@@ -153,17 +153,8 @@ export class SocketConnection implements ByteConnection {
     if (socket.destroyed || this.#error !== undefined) {
       return Promise.reject(this.#error ?? new Error("Cannot write: the connection is closed"));
     }
-    let more: boolean;
-    if (data instanceof Uint8Array) {
-      more = socket.write(data);
-    } else {
-      // Corked, the parts reach the TLS layer together: one record, one socket write.
-      socket.cork();
-      more = true;
-      for (const part of data) more = socket.write(part);
-      socket.uncork();
-    }
-    if (more) return Promise.resolve();
+    // Parts joined here cost less than a corked write of each (node's `writev` path).
+    if (socket.write(data instanceof Uint8Array ? data : joinBytes(data))) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       const done = () => {
         socket.off("drain", done);
