@@ -33,9 +33,9 @@ export interface LoggerOptions {
   format?: LogFormat;
   /**
    * Where lines are written.
-   * @default {stderr, batched: see {@linkcode writeStderrLine}}
+   * @default {stderr (see {@linkcode writeStderrLine})}
    */
-  write?: (line: string, level: LogLevel) => void;
+  write?: (line: string) => void;
   /**
    * Drop lines below this level.
    * @default {"info"}
@@ -54,15 +54,13 @@ const LEVEL_TEXT: Record<LogLevel, string> = {
 /** Creates a logger writing text (`key=value`) or JSON lines. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const format = options.format ?? "text";
-  const write = options.write ??
-    ((line: string, level: LogLevel) =>
-      writeStderrLine(line, level !== "debug" && level !== "info"));
+  const write = options.write ?? writeStderrLine;
   const minimum = LEVEL_RANK[options.level ?? "info"];
   const log = (level: LogLevel, message: string, fields: LogFields = {}) => {
     if (LEVEL_RANK[level] < minimum) return;
     const time = new Date().toISOString();
     if (format === "json") {
-      write(JSON.stringify({ time, level, msg: message, ...fields }), level);
+      write(JSON.stringify({ time, level, msg: message, ...fields }));
       return;
     }
     let line = `${time} ${LEVEL_TEXT[level]} ${message}`;
@@ -70,7 +68,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       const value = fields[key];
       if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
     }
-    write(line, level);
+    write(line);
   };
   return {
     log,
@@ -90,38 +88,20 @@ function formatValue(value: string | number | boolean | undefined): string {
 
 /** Lines waiting for the next write to stderr. */
 let _pending: string[] = [];
-let _flushTimer: ReturnType<typeof setTimeout> | undefined;
-/** Most lines held before they are written at once. */
-const _MAX_PENDING_LINES = 512;
 const _ENCODER = new TextEncoder();
 
 /**
- * Writes `line` to stderr. Lines are gathered and written together about
- * once a millisecond (a busy server logs a line per request, and a write
- * per line cost more than answering a small file); `urgent` lines (warnings
- * and errors) are written at once, after the lines before them. What is
- * still held is written when the process exits (`Deno.exit` included).
+ * Writes `line` to stderr: with the other lines logged in the same turn of
+ * the event loop, in one write, before anything queued after it runs (a
+ * request's line is out before its response is sent).
  */
-export function writeStderrLine(line: string, urgent = false): void {
+export function writeStderrLine(line: string): void {
   _pending.push(line);
-  if (urgent || _pending.length >= _MAX_PENDING_LINES) {
-    flushStderrLines();
-    return;
-  }
-  if (_flushTimer === undefined) {
-    const timer = setTimeout(flushStderrLines, 0);
-    // The timer alone does not keep the process running: "unload" writes what is left.
-    Deno.unrefTimer(timer);
-    _flushTimer = timer;
-  }
+  if (_pending.length === 1) queueMicrotask(flushStderrLines);
 }
 
 /** Writes the lines held by {@linkcode writeStderrLine} now. */
 export function flushStderrLines(): void {
-  if (_flushTimer !== undefined) {
-    clearTimeout(_flushTimer);
-    _flushTimer = undefined;
-  }
   if (_pending.length === 0) return;
   const bytes = _ENCODER.encode(_pending.join("\n") + "\n");
   _pending = [];
@@ -133,4 +113,5 @@ export function flushStderrLines(): void {
   }
 }
 
+// Deno.exit() runs no further microtasks, but "unload" listeners.
 globalThis.addEventListener("unload", flushStderrLines);

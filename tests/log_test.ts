@@ -21,7 +21,7 @@ function spawnLogging(code: string, stdin: "piped" | "null" = "null"): Deno.Chil
   }).spawn();
 }
 
-Deno.test("createLogger() writes every line in order before Deno.exit(), warnings after the lines before them", async () => {
+Deno.test("createLogger() writes every line in order before Deno.exit(), warnings in their place", async () => {
   const child = spawnLogging(`
     const logger = createLogger();
     for (let i = 0; i < 2000; i++) logger.info("request", { n: i });
@@ -39,7 +39,7 @@ Deno.test("createLogger() writes every line in order before Deno.exit(), warning
   assert.match(lines[2000]!, /WARN refused n=2000$/);
 });
 
-Deno.test("createLogger() writes an info line soon while the process goes on running", async () => {
+Deno.test("createLogger() writes a line at once while the process goes on running", async () => {
   const child = spawnLogging(
     `
     createLogger().info("ready", { port: 1 });
