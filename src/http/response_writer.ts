@@ -89,6 +89,21 @@ export async function writeResponse(
       }
     }
   }
+  if (response.body !== null && contentLength !== undefined && contentLength <= COALESCE_BYTES) {
+    // A small body of known length is taken whole: cheaper than a stream reader's reads.
+    let body: Uint8Array;
+    try {
+      body = await response.bytes();
+    } catch (error) {
+      response.body.cancel().catch(() => {});
+      throw error;
+    }
+    headers.push(["content-length", String(contentLength)]);
+    const head = _head(status, headers, close, options.http10);
+    // A body that does not match its announced length: what was announced (at most), then close.
+    await options.write([head, body.subarray(0, contentLength)]);
+    return body.length === contentLength && !close;
+  }
   const reader = response.body?.getReader();
   if (reader === undefined) {
     headers.push(["content-length", "0"]);
