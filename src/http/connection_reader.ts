@@ -170,13 +170,13 @@ function _headEnd(
 
 /** Keeps a leading BOM (as U+FEFF, not ASCII): it must not vanish from a head. */
 const UTF8 = new TextDecoder("utf-8", { ignoreBOM: true });
-const ASCII = /^[\x00-\x7f]*$/;
+const NOT_ASCII = /[\u0080-\uffff]/;
 
 function _latin1(bytes: Uint8Array): string {
   // Nearly every head is ASCII, where UTF-8 decodes to the same text natively;
   // any other byte (which UTF-8 would change) takes the byte-by-byte way.
   const ascii = UTF8.decode(bytes);
-  if (ASCII.test(ascii)) return ascii;
+  if (!NOT_ASCII.test(ascii)) return ascii;
   let text = "";
   for (let offset = 0; offset < bytes.length; offset += 8192) {
     text += String.fromCharCode(...bytes.subarray(offset, offset + 8192));

@@ -266,12 +266,12 @@ function _chunk(data: readonly Uint8Array[]): Uint8Array[] {
   return [ENCODER.encode(`${length.toString(16)}\r\n`), ...data, CRLF];
 }
 
-const ASCII = /^[\x00-\x7f]*$/;
+const NOT_ASCII = /[\u0080-\uffff]/;
 
 /** Header values are ByteStrings (code points up to 0xff): one byte each. */
 function _latin1(text: string): Uint8Array {
   // Nearly every head is ASCII, where UTF-8 is the same bytes and the native encoder is faster.
-  if (ASCII.test(text)) return ENCODER.encode(text);
+  if (!NOT_ASCII.test(text)) return ENCODER.encode(text);
   const bytes = new Uint8Array(text.length);
   for (let index = 0; index < text.length; index++) bytes[index] = text.charCodeAt(index);
   return bytes;

@@ -40,9 +40,8 @@ export interface TlsSession {
 export function startTlsSession(conn: Deno.TcpConn, secureContext: SecureContext): TlsSession {
   let paused = false;
   let wanted = false;
-  // One read buffer per connection, and a copy of just the bytes read: a
-  // fresh 64 KiB buffer per read (a request head is a few hundred bytes)
-  // made a large share of a small file's answer garbage collection.
+  // One read buffer per connection, and a copy of just the bytes read,
+  // rather than a fresh 64 KiB buffer per read for a head of a few hundred bytes.
   const buffer = new Uint8Array(READ_BYTES);
   const pull = () => {
     wanted = false;
