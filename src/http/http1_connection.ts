@@ -99,6 +99,7 @@ export class Http1Connection {
    * request and per write cost a few percent of a small file's answer).
    */
   #arm(ms: number): void {
+    if (this.#closed) return; // no timer may outlive the connection
     const deadline = performance.now() + ms;
     this.#deadline = deadline;
     if (this.#timer !== undefined && this.#timerAt <= deadline) return;
