@@ -27,7 +27,11 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** Inspects `bytes` written to a temp file under `filename`. */
+/**
+ * Inspects `bytes` written to a temp file under `filename`, and from memory
+ * (as a small upload and the `index` command do): both must give the same
+ * metadata, or the same error.
+ */
 async function inspectBytes(
   dir: string,
   bytes: Uint8Array,
@@ -36,7 +40,20 @@ async function inspectBytes(
 ): Promise<PackageMetadata> {
   const path = join(dir, "spool-" + crypto.randomUUID());
   await Deno.writeFile(path, bytes);
-  return await inspectPackage(path, filename, options);
+  const [fromFile, fromMemory] = await Promise.allSettled([
+    inspectPackage(path, filename, options),
+    inspectPackage(bytes, filename, options),
+  ]);
+  if (fromFile.status === "fulfilled") {
+    assert.equal(fromMemory.status, "fulfilled", "from memory it fails, from the file it does not");
+    assert.deepEqual((fromMemory as PromiseFulfilledResult<PackageMetadata>).value, fromFile.value);
+    return fromFile.value;
+  }
+  assert.equal(fromMemory.status, "rejected", "from memory it passes, from the file it does not");
+  const [fileError, memoryError] = [fromFile.reason, (fromMemory as PromiseRejectedResult).reason];
+  assert.equal(memoryError?.constructor, fileError?.constructor);
+  assert.equal(memoryError?.message, fileError?.message);
+  throw fileError;
 }
 
 /**

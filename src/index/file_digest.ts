@@ -9,6 +9,15 @@ import { createHash } from "node:crypto";
 import type { FileDigest } from "../package/package_metadata.ts";
 import type { ChannelStore } from "../storage/channel_store.ts";
 
+/** Size and lowercase hex sha256 and md5 of bytes held in memory. */
+export function digestBytes(bytes: Uint8Array): FileDigest {
+  return {
+    size: bytes.length,
+    sha256: createHash("sha256").update(bytes).digest("hex"),
+    md5: createHash("md5").update(bytes).digest("hex"),
+  };
+}
+
 /**
  * Reads the channel file at `relative` ("subdir/file") once and returns its
  * size and lowercase hex sha256 and md5. Throws when it is not a file in the

@@ -14,7 +14,7 @@ import { inspectPackage } from "../package/inspect_package.ts";
 import { isKnownSubdir, isSubdirName } from "../package/platforms.ts";
 import type { ChannelEntry, ChannelStore } from "../storage/channel_store.ts";
 import type { ReconcileReport } from "./channel_indexer.ts";
-import { digestChannelFile } from "./file_digest.ts";
+import { digestBytes, digestChannelFile } from "./file_digest.ts";
 import type { IndexOp, IndexWriteCycle } from "./index_write_cycle.ts";
 import type { SubdirFiles } from "./subdir_files.ts";
 import { type IndexedPackage, indexedPackageFromSource } from "./subdir_index.ts";
@@ -22,6 +22,8 @@ import { type IndexedPackage, indexedPackageFromSource } from "./subdir_index.ts
 /** The suffixes of package files. */
 export const PACKAGE_SUFFIXES = [".tar.bz2", ".conda"] as const;
 const READ_CONCURRENCY = 2;
+/** Packages up to this size are read whole, once, for both inspection and hashes. */
+const WHOLE_READ_BYTES = 16 * 1024 * 1024;
 
 /** What {@linkcode reconcileChannel} works with. */
 export interface ReconcileContext {
@@ -154,16 +156,32 @@ async function _readPackages(
   return { read, unreadable };
 }
 
+/**
+ * Reads, inspects and digests one package. One that fits in
+ * {@linkcode WHOLE_READ_BYTES} is read once, whole, and inspected and hashed
+ * from memory; a larger one is inspected from its file, then streamed through
+ * the hashes.
+ */
 async function _readPackage(
   storage: ChannelStore,
   subdir: string,
   filename: string,
 ): Promise<IndexedPackage> {
   const path = `${subdir}/${filename}`;
-  const metadata = await storage.withLocalCopy(path, (local) => inspectPackage(local, filename));
+  const opened = await storage.open(path);
+  if (!opened) throw new Error(`Cannot index ${path}: not a file in the channel`);
+  let bytes: Uint8Array | undefined;
+  try {
+    if (opened.entry.size <= WHOLE_READ_BYTES) bytes = await opened.read(0, opened.entry.size);
+  } finally {
+    opened.close();
+  }
+  const metadata = bytes
+    ? await inspectPackage(bytes, filename)
+    : await storage.withLocalCopy(path, (local) => inspectPackage(local, filename));
   if (metadata.subdir !== subdir) {
     throw new Error(`Cannot index ${path}: its index.json is for subdir ${metadata.subdir}`);
   }
-  const digest = await digestChannelFile(storage, path);
+  const digest = bytes ? digestBytes(bytes) : await digestChannelFile(storage, path);
   return indexedPackageFromSource({ ...digest, filename, metadata });
 }

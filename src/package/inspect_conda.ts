@@ -15,16 +15,22 @@ import {
   PackageReadError,
 } from "./package_errors.ts";
 import { TarReader } from "./tar_reader.ts";
+import { MemoryPackageSource, type PackageSource } from "./package_source.ts";
 import { readZipDirectory, type ZipMember, zipMemberDataOffset } from "./zip_reader.ts";
 
 const READ_CHUNK = 64 * 1024;
 /** Bytes read per step of the checksum pass, into one reused buffer. */
 const CHECK_CHUNK = 256 * 1024;
 const INFO_MEMBER = /^info-[^/\\]*\.tar\.zst$/;
+/**
+ * Largest info member output decompressed in one call from memory; a larger
+ * one (or any failure) takes the streaming path, which has the precise errors.
+ */
+const MAX_ONE_CALL_BYTES = 16 * 1024 * 1024;
 
 /** Yields `length` bytes of `file` from `offset`, a chunk at a time. */
 async function* _readRange(
-  file: Deno.FsFile,
+  file: PackageSource,
   offset: number,
   length: number,
 ): AsyncGenerator<Uint8Array> {
@@ -127,7 +133,7 @@ async function* _through(
 
 /** CRC-32 and length of `length` bytes of `file` from `offset`, read into `buffer`. */
 async function _crcOfRange(
-  file: Deno.FsFile,
+  file: PackageSource,
   offset: number,
   length: number,
   buffer: Uint8Array,
@@ -151,6 +157,29 @@ async function _crcOfRange(
     read += n;
   }
   return [crc, read];
+}
+
+/**
+ * The info member of a package in memory, decompressed in one call, or
+ * undefined when it decompresses to more than `maxOutput` bytes or fails at
+ * all: the streaming path then reports why, as for a file.
+ */
+function _decompressInMemory(
+  source: MemoryPackageSource,
+  offset: number,
+  member: ZipMember,
+  maxOutput: number,
+): Uint8Array | undefined {
+  try {
+    let compressed = source.bytesAt(offset, member.compressedSize);
+    if (member.method === 8) {
+      compressed = zlib.inflateRawSync(compressed, { maxOutputLength: MAX_ONE_CALL_BYTES });
+    }
+    const tar = zlib.zstdDecompressSync(compressed, { maxOutputLength: maxOutput });
+    return new Uint8Array(tar.buffer, tar.byteOffset, tar.byteLength);
+  } catch {
+    return undefined;
+  }
 }
 
 function _pickInfoMember(members: ZipMember[], stem: string): ZipMember {
@@ -178,7 +207,7 @@ function _pickInfoMember(members: ZipMember[], stem: string): ZipMember {
  * corrupt or truncated archive, a `PackageLimitError` for an oversized one.
  */
 export async function readCondaInfo(
-  file: Deno.FsFile,
+  file: PackageSource,
   size: number,
   stem: string,
   options: InspectOptions = {},
@@ -191,10 +220,15 @@ export async function readCondaInfo(
     members = await readZipDirectory(file, size);
     const member = _pickInfoMember(members, stem);
     const offset = await zipMemberDataOffset(file, member, size);
+    const whole = file instanceof MemoryPackageSource
+      ? _decompressInMemory(file, offset, member, Math.min(MAX_ONE_CALL_BYTES, maxScanned))
+      : undefined;
+    if (whole !== undefined) tar.push(whole);
     let compressed: AsyncIterable<Uint8Array> = _readRange(file, offset, member.compressedSize);
     if (member.method === 8) compressed = _through(zlib.createInflateRaw(), compressed);
     let scanned = 0;
-    for await (const chunk of _through(zlib.createZstdDecompress(), compressed)) {
+    const stream = whole !== undefined ? [] : _through(zlib.createZstdDecompress(), compressed);
+    for await (const chunk of stream) {
       scanned += chunk.length;
       tar.push(chunk);
       if (tar.done) break;
@@ -226,7 +260,7 @@ export async function readCondaInfo(
  * the first member whose bytes do not match.
  */
 export async function verifyZipChecksums(
-  file: Deno.FsFile,
+  file: PackageSource,
   size: number,
   members: readonly ZipMember[],
 ): Promise<void> {
@@ -239,7 +273,10 @@ export async function verifyZipChecksums(
     let length = 0;
     try {
       const offset = await zipMemberDataOffset(file, member, size);
-      if (member.method === 0) {
+      if (member.method === 0 && file instanceof MemoryPackageSource) {
+        const stored = file.bytesAt(offset, member.compressedSize);
+        [crc, length] = [zlib.crc32(stored), stored.length];
+      } else if (member.method === 0) {
         [crc, length] = await _crcOfRange(file, offset, member.compressedSize, buffer);
       } else {
         const compressed = _readRange(file, offset, member.compressedSize);

@@ -10,6 +10,7 @@ import { type InspectOptions, RECIPE_KEY } from "./info_collector.ts";
 import { readCondaInfo } from "./inspect_conda.ts";
 import { readTarBz2Info } from "./inspect_tar_bz2.ts";
 import { PackageFormatError, PackageReadError } from "./package_errors.ts";
+import { MemoryPackageSource, type PackageSource } from "./package_source.ts";
 import { parsePackageFilename } from "./package_filename.ts";
 import type { JsonObject, PackageFormat, PackageMetadata } from "./package_metadata.ts";
 import { isSubdirName, subdirOf } from "./platforms.ts";
@@ -34,8 +35,14 @@ function _openSpool(path: string): { file: Deno.FsFile; size: number } {
   }
 }
 
+/** A package held in memory, with a `close` like a file's. */
+function _inMemory(bytes: Uint8Array): { file: PackageSource & { close(): void }; size: number } {
+  const source = new MemoryPackageSource(bytes);
+  return { file: Object.assign(source, { close() {} }), size: bytes.length };
+}
+
 /** Checks the format's magic bytes at the start of `file`, then rewinds it. */
-async function _checkMagic(file: Deno.FsFile, format: PackageFormat): Promise<void> {
+async function _checkMagic(file: PackageSource, format: PackageFormat): Promise<void> {
   const { bytes, what } = MAGIC[format];
   const head = new Uint8Array(bytes.length);
   let filled = 0;
@@ -96,8 +103,8 @@ function _checkStem(stem: string, name: string, version: string, build: string):
 }
 
 /**
- * Reads and validates the package at `path` (a complete file on local disk)
- * uploaded as `filename`. Every failure has a one-line reason: a
+ * Reads and validates the package at `path` (a complete file on local disk),
+ * or held whole in memory as `bytes`, uploaded as `filename`. Every failure has a one-line reason: a
  * `PackageFilenameError`/`PackageExtensionError` for a bad filename, a
  * `PackageFormatError` for an unreadable, corrupt or inconsistent package, a
  * `PackageLimitError` for an oversized one, a `PackageReadError` when the
@@ -110,12 +117,12 @@ function _checkStem(stem: string, name: string, version: string, build: string):
  * ```
  */
 export async function inspectPackage(
-  path: string,
+  path: string | Uint8Array,
   filename: string,
   options: InspectOptions = {},
 ): Promise<PackageMetadata> {
   const { stem, format } = parsePackageFilename(filename);
-  const { file, size } = _openSpool(path);
+  const { file, size } = typeof path === "string" ? _openSpool(path) : _inMemory(path);
   let files: Map<string, Uint8Array>;
   try {
     await _checkMagic(file, format);

@@ -20,6 +20,7 @@ import {
   PackageReadError,
 } from "./package_errors.ts";
 import { TarReader } from "./tar_reader.ts";
+import type { PackageSource } from "./package_source.ts";
 
 /** The parts of seek-bzip's decoder used here (the package ships no types). */
 interface _Bunzip {
@@ -47,13 +48,13 @@ class _Truncated extends Error {}
 
 /** Byte-at-a-time input for the decoder, buffered from the file. */
 class _FileSource {
-  #file: Deno.FsFile;
+  #file: PackageSource;
   #buffer: Uint8Array;
   #pos = 0;
   #end = 0;
   #eof = false;
 
-  constructor(file: Deno.FsFile, fileSize: number) {
+  constructor(file: PackageSource, fileSize: number) {
     this.#file = file;
     // a small file needs no more than its own size (plus one byte to see its end)
     this.#buffer = new Uint8Array(Math.min(PREFETCH + READ_CHUNK, fileSize + 1));
@@ -171,7 +172,7 @@ const MASK_48 = (1n << 48n) - 1n;
  * Whether the file ends with a bzip2 end-of-stream trailer: the 48-bit magic,
  * the 32-bit stream CRC and 0 to 7 padding bits up to the last byte.
  */
-async function _endsWithStreamTrailer(file: Deno.FsFile, size: number): Promise<boolean> {
+async function _endsWithStreamTrailer(file: PackageSource, size: number): Promise<boolean> {
   let tail: Uint8Array;
   try {
     const length = Math.min(size, 11);
@@ -210,7 +211,7 @@ function _yield(): Promise<void> {
  * `PackageLimitError` for an oversized one.
  */
 export async function readTarBz2Info(
-  file: Deno.FsFile,
+  file: PackageSource,
   size: number,
   options: InspectOptions = {},
 ): Promise<Map<string, Uint8Array>> {

@@ -7,6 +7,7 @@
  */
 
 import { PackageFormatError, PackageLimitError } from "./package_errors.ts";
+import type { PackageSource } from "./package_source.ts";
 
 /** One member as listed in the central directory. */
 export interface ZipMember {
@@ -46,7 +47,7 @@ const decoder = new TextDecoder();
 
 /** Reads exactly `length` bytes at `offset` (fewer only at the end of the file). */
 export async function readAt(
-  file: Deno.FsFile,
+  file: PackageSource,
   offset: number,
   length: number,
 ): Promise<Uint8Array> {
@@ -75,7 +76,7 @@ interface _Directory {
   entries: number;
 }
 
-async function _findDirectory(file: Deno.FsFile, fileSize: number): Promise<_Directory> {
+async function _findDirectory(file: PackageSource, fileSize: number): Promise<_Directory> {
   if (fileSize < EOCD_SIZE) {
     throw new PackageFormatError("Cannot read package: zip file is truncated");
   }
@@ -166,7 +167,7 @@ function _zip64Extra(
  * its central directory. A malformed archive is a `PackageFormatError`.
  */
 export async function readZipDirectory(
-  file: Deno.FsFile,
+  file: PackageSource,
   fileSize: number,
   options: ZipDirectoryOptions = {},
 ): Promise<ZipMember[]> {
@@ -223,7 +224,7 @@ export async function readZipDirectory(
  * to lie, with its `compressedSize` bytes, within the first `limit` bytes.
  */
 export async function zipMemberDataOffset(
-  file: Deno.FsFile,
+  file: PackageSource,
   member: ZipMember,
   limit: number,
 ): Promise<number> {

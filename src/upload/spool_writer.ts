@@ -36,6 +36,15 @@ function returnBuffer(buffer: Uint8Array): void {
   if (idleBuffers.length < MAX_IDLE_BUFFERS) idleBuffers.push(buffer);
 }
 
+/** What {@linkcode writeSpool} received. */
+export interface SpoolDigest extends FileDigest {
+  /**
+   * A copy of the whole artifact when it fit in the write buffer, so that a
+   * small package is inspected from memory instead of read back.
+   */
+  bytes?: Uint8Array;
+}
+
 /**
  * Copies `body` into `spool.file`, computing size, sha256 and md5 on the way,
  * then syncs and closes the file. Throws {@linkcode HttpError} 413 as soon as
@@ -45,13 +54,14 @@ export async function writeSpool(
   body: ReadableStream<Uint8Array>,
   spool: SpoolFile,
   options: WriteSpoolOptions,
-): Promise<FileDigest> {
+): Promise<SpoolDigest> {
   const sha256 = createHash("sha256");
   const md5 = createHash("md5");
   const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
   const buffer = takeBuffer(bufferBytes);
   let buffered = 0;
   let size = 0;
+  let bytes: Uint8Array | undefined;
   const flush = async () => {
     let written = 0;
     while (written < buffered) {
@@ -85,6 +95,15 @@ export async function writeSpool(
       buffer.set(value, buffered);
       buffered += value.byteLength;
     }
+    if (buffered === size) {
+      // The whole artifact is in the buffer: keep a copy for inspection, and
+      // write it with one synchronous call (into the page cache) rather than
+      // a round trip through the thread pool.
+      bytes = buffer.slice(0, buffered);
+      let written = 0;
+      while (written < buffered) written += spool.file.writeSync(bytes.subarray(written));
+      buffered = 0;
+    }
     await flush();
     await spool.file.syncData();
   } catch (error) {
@@ -99,5 +118,7 @@ export async function writeSpool(
       // Already closed.
     }
   }
-  return { size, sha256: sha256.digest("hex"), md5: md5.digest("hex") };
+  const digest: SpoolDigest = { size, sha256: sha256.digest("hex"), md5: md5.digest("hex") };
+  if (bytes) digest.bytes = bytes;
+  return digest;
 }

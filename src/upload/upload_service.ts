@@ -53,6 +53,8 @@ export interface UploadEvents {
 export interface SpooledArtifact extends FileDigest {
   /** Path of the spool file. */
   path: string;
+  /** The whole artifact, when it is small enough to be kept in memory for inspection. */
+  bytes?: Uint8Array;
 }
 
 /** What a client asks for when publishing a spooled artifact. */
@@ -215,7 +217,7 @@ export class UploadService {
         );
       }
     }
-    const metadata = await inspectPackage(artifact.path, filename);
+    const metadata = await inspectPackage(artifact.bytes ?? artifact.path, filename);
     if (request.expectedSubdir !== undefined && request.expectedSubdir !== metadata.subdir) {
       throw new HttpError(
         STATUS.UnprocessableContent,
