@@ -37,5 +37,9 @@ export async function runIndexCommand(
   const indexer = condaExe === undefined || !(storage instanceof ChannelStorage)
     ? await BuiltinIndex.open(storage, { logger })
     : new CondaExeIndex(condaExe, storage, { logger });
-  return await reconcileAndLog(indexer, logger, "index done");
+  try {
+    return await reconcileAndLog(indexer, logger, "index done");
+  } finally {
+    storage.close();
+  }
 }

@@ -354,7 +354,7 @@ export class IndexWriteCycle {
       for (const [name, state] of this.#subdirs) if (state.diskStat) subdirs.add(name);
       const text = this.#channeldata.toJson([...subdirs]);
       if (text === this.#channeldataText) return;
-      await this.#storage.writeFileAtomic(CHANNELDATA, text, { durable: false });
+      await this.#storage.writeFilesAtomic([{ relative: CHANNELDATA, data: text, durable: false }]);
       this.#channeldataText = text;
       this.#channeldataStat = await this.#storage.stat(CHANNELDATA);
     } catch (error) {

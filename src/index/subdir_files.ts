@@ -8,7 +8,9 @@
  * 3. `repodata.json.zst`;
  * 4. `repodata_shards.msgpack.zst`, `run_exports.json` and `run_exports.json.zst`.
  *
- * Every file is replaced atomically. Shards come first, so an index never
+ * Every file is replaced atomically, and all of them are written as one
+ * batch (`ChannelStore.writeFilesAtomic`): written beside, synced together,
+ * renamed in the order above, their directories synced. Shards come first, so an index never
  * names a shard that is not there; the derived files come after
  * `repodata.json` (what this index re-reads), so a crash in between leaves
  * them older than it, which {@linkcode SubdirFiles.stale} notices. Old
@@ -21,11 +23,10 @@
 import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
 import type { Logger } from "../log.ts";
 import type { JsonObject } from "../package/package_metadata.ts";
-import type { ChannelEntry, ChannelStore } from "../storage/channel_store.ts";
+import type { AtomicFile, ChannelEntry, ChannelStore } from "../storage/channel_store.ts";
 import {
   buildShardIndex,
   parseShardIndex,
-  type Shard,
   SHARD_INDEX_FILE,
   shardPath,
   SHARDS_DIR,
@@ -85,7 +86,6 @@ export interface SubdirFilesOptions {
   shardCollectIntervalMs: number;
 }
 
-const SHARD_WRITE_CONCURRENCY = 8;
 const decoder = new TextDecoder();
 
 /** Writes and reads the index files of subdirs. */
@@ -122,43 +122,52 @@ export class SubdirFiles {
     const missing = [...state.shards.shards()].filter((shard) =>
       shard.bytes && state.shardFiles!.get(shard.hex) !== shard.bytes.length
     );
-    await this.#writeShards(subdir, missing, state);
-    state.dirtyNames = new Set();
 
     const json = index.toRepodataJson();
     // A new subdir gets its .zst before repodata.json too, so that a client
     // that sees repodata.json never misses the .zst (written again below,
     // so that it is not older than repodata.json).
-    let zst = state.diskStat === undefined ? this.#zstd(json) : undefined;
-    if (zst) await this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst);
-    const html = this.#storage.writeFileAtomic(`${subdir}/index.html`, index.toIndexHtml(), {
-      durable: false,
-    });
-    const jsonWritten = this.#storage.writeFileAtomic(`${subdir}/repodata.json`, json)
-      .then(async () => {
-        // Tracked at once, so that a later failure never makes this process
-        // take its own write for another process's.
-        state.diskStat = await this.#storage.stat(`${subdir}/repodata.json`);
-      });
-    // The CPU work overlaps the write and fsync of repodata.json.
-    zst ??= this.#zstd(json);
-    const runExports = index.toRunExportsJson();
-    const runExportsZst = this.#zstd(runExports);
-    const shardIndex = buildShardIndex(subdir, state.shards.shards());
-    const outcomes = await Promise.allSettled([
-      // The .zst first, alone: clients that saw repodata.json ask for it next.
-      jsonWritten
-        .then(() => this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst))
-        .then(() =>
-          Promise.all([
-            this.#storage.writeFileAtomic(`${subdir}/${SHARD_INDEX_FILE}`, shardIndex),
-            this.#storage.writeFileAtomic(`${subdir}/run_exports.json`, runExports),
-            this.#storage.writeFileAtomic(`${subdir}/run_exports.json.zst`, runExportsZst),
-          ])
-        ),
-      html,
-    ]);
-    for (const outcome of outcomes) if (outcome.status === "rejected") throw outcome.reason;
+    let zst: Uint8Array | undefined;
+    if (state.diskStat === undefined) {
+      zst = this.#zstd(json);
+      await this.#storage.writeFileAtomic(`${subdir}/repodata.json.zst`, zst);
+    }
+    // One batch, synced together: the new shards first (an index never
+    // names a shard that is not there), then repodata.json, then what is
+    // derived from it (the .zst first: clients that saw repodata.json ask
+    // for it next). The derived files are computed while repodata.json is
+    // being synced.
+    const files: AtomicFile[] = missing.map((shard) => ({
+      relative: `${subdir}/${shardPath(shard.hex)}`,
+      data: shard.bytes!,
+    }));
+    files.push(
+      { relative: `${subdir}/repodata.json`, data: json },
+      { relative: `${subdir}/index.html`, data: () => index.toIndexHtml(), durable: false },
+      { relative: `${subdir}/repodata.json.zst`, data: () => zst ?? this.#zstd(json) },
+      {
+        relative: `${subdir}/${SHARD_INDEX_FILE}`,
+        data: () => buildShardIndex(subdir, state.shards.shards()),
+      },
+    );
+    let runExports: Uint8Array | undefined;
+    files.push(
+      { relative: `${subdir}/run_exports.json`, data: () => runExports = index.toRunExportsJson() },
+      { relative: `${subdir}/run_exports.json.zst`, data: () => this.#zstd(runExports!) },
+    );
+    try {
+      await this.#storage.writeFilesAtomic(files);
+    } finally {
+      // Tracked even after a failure, so that this process never takes its
+      // own write for another process's (the cycle holds the channel's lock:
+      // what is there is this process's write or what it knew before).
+      state.diskStat = await this.#storage.stat(`${subdir}/repodata.json`);
+    }
+    for (const shard of missing) {
+      state.shardFiles!.set(shard.hex, shard.bytes!.length);
+      state.unreferencedSince?.delete(shard.hex);
+    }
+    state.dirtyNames = new Set();
     state.stale = false;
     await this.#collectShards(state).catch((error) => {
       this.#options.logger.warn("Cannot collect old shards", { subdir, reason: String(error) });
@@ -255,26 +264,6 @@ export class SubdirFiles {
     return zstdCompressSync(bytes, {
       params: { [zlibConstants.ZSTD_c_compressionLevel]: this.#options.zstdLevel },
     });
-  }
-
-  /**
-   * Writes new shard files, a few at a time, each synced before it is
-   * renamed into place (so a shard file that exists is complete).
-   */
-  async #writeShards(subdir: string, shards: Shard[], state: SubdirState): Promise<void> {
-    let next = 0;
-    const worker = async () => {
-      while (next < shards.length) {
-        const shard = shards[next++]!;
-        const bytes = shard.bytes!;
-        await this.#storage.writeFileAtomic(`${subdir}/${shardPath(shard.hex)}`, bytes);
-        state.shardFiles!.set(shard.hex, bytes.length);
-        state.unreferencedSince?.delete(shard.hex);
-      }
-    };
-    await Promise.all(
-      Array.from({ length: Math.min(SHARD_WRITE_CONCURRENCY, shards.length) }, worker),
-    );
   }
 
   async #listShards(subdir: string): Promise<Map<string, number>> {

@@ -23,6 +23,7 @@
 import { join, resolve } from "node:path";
 
 import type {
+  AtomicFile,
   ChannelEntry,
   ChannelStore,
   OpenedFile,
@@ -35,6 +36,7 @@ import { PackageExistsError } from "./channel_store.ts";
 import { fileSliceStream } from "./file_slice_stream.ts";
 
 export type {
+  AtomicFile,
   ChannelEntry,
   ChannelStore,
   OpenedFile,
@@ -54,6 +56,8 @@ const REPLACING_SUFFIX = ".replacing";
 export const LOCK_FILE_NAME = ".artifact-upload-handler.lock";
 
 const SAFE_SEGMENT = /^[^./\\\0][^/\\\0]*$/;
+/** Largest content {@linkcode ChannelStorage.writeFilesAtomic} writes synchronously. */
+const SYNC_WRITE_BYTES = 256 * 1024;
 /** Most file identities remembered as checked; the oldest are forgotten first. */
 const MAX_CHECKED_FILES = 16_384;
 
@@ -81,6 +85,10 @@ export class ChannelStorage implements ChannelStore {
   #nextVersion = 1;
   #directories = new Set<string>();
   #directoryHandles = new Map<string, Deno.FsFile>();
+  /** The lock file, kept open once locked (see {@linkcode withLock}). */
+  #lockFile: Deno.FsFile | undefined;
+  /** Settles when this process's current holder of the lock is done. */
+  #lockQueue: Promise<void> = Promise.resolve();
 
   private constructor(root: string, realRoot: string) {
     this.root = root;
@@ -228,20 +236,21 @@ export class ChannelStorage implements ChannelStore {
     const segments = checked(`${subdir}/${filename}`);
     const directory = this.#absolute(segments.slice(0, 1));
     const target = this.#absolute(segments);
+    // Local metadata calls, made synchronously (see writeFilesAtomic).
     let replaced = false;
     if (options.replace) {
-      replaced = await Deno.lstat(target).then(() => true, () => false);
-      await this.#inDirectory(directory, () => Deno.rename(spoolPath, target));
+      replaced = statOrUndefined(target, { lstat: true }) !== undefined;
+      this.#inDirectorySync(directory, () => Deno.renameSync(spoolPath, target));
     } else {
       try {
-        await this.#inDirectory(directory, () => Deno.link(spoolPath, target));
+        this.#inDirectorySync(directory, () => Deno.linkSync(spoolPath, target));
       } catch (error) {
         if (error instanceof Deno.errors.AlreadyExists) {
           throw new PackageExistsError(`${subdir}/${filename}`);
         }
         throw error;
       }
-      await Deno.remove(spoolPath);
+      Deno.removeSync(spoolPath);
     }
     this.#checked.delete(`${subdir}/${filename}`);
     await this.#syncDirectory(directory);
@@ -267,10 +276,12 @@ export class ChannelStorage implements ChannelStore {
     }
   }
 
-  /** Closes the directory handles kept for syncing. */
+  /** Closes the directory handles kept for syncing and the lock file. */
   close(): void {
     for (const handle of this.#directoryHandles.values()) handle.close();
     this.#directoryHandles.clear();
+    this.#lockFile?.close();
+    this.#lockFile = undefined;
   }
 
   /**
@@ -490,6 +501,92 @@ export class ChannelStorage implements ChannelStore {
     return Promise.resolve(true);
   }
 
+  /**
+   * Writes several channel files, each replaced atomically as by
+   * {@linkcode writeFileAtomic}, for the cost of about one: every new content
+   * is written beside its file and its sync started at once (the file system
+   * commits them together), then they are renamed in the order given
+   * (a reader never sees a later file before an earlier one) and each
+   * directory that took a durable file is synced, so that the renames too
+   * survive a power loss. Files are written in the order given, so a later
+   * one is never older than an earlier one. On failure, files already renamed
+   * stay in place; the temporary files of the others are removed.
+   */
+  async writeFilesAtomic(files: readonly AtomicFile[]): Promise<void> {
+    // Creating, writing a small file (into the page cache) and renaming are
+    // cheap system calls made synchronously: each async call is a round trip
+    // through the thread pool, which on a busy machine costs more than the
+    // call. The syncs, which wait for the disk, are asynchronous, all at once.
+    const pending: _PendingFile[] = [];
+    const syncs: Promise<void>[] = [];
+    try {
+      for (const { relative, data, durable } of files) {
+        const segments = checked(relative);
+        const directory = this.#absolute(segments.slice(0, -1));
+        const temporary = join(directory, `.${segments.at(-1)}.${crypto.randomUUID()}.tmp`);
+        const file = this.#inDirectorySync(
+          directory,
+          () => Deno.openSync(temporary, { createNew: true, write: true, mode: 0o644 }),
+        );
+        pending.push({
+          target: this.#absolute(segments),
+          directory,
+          temporary,
+          relative,
+          durable: durable !== false,
+          file,
+        });
+        const content = typeof data === "function" ? data() : data;
+        const bytes = typeof content === "string" ? new TextEncoder().encode(content) : content;
+        let written = 0;
+        if (bytes.length <= SYNC_WRITE_BYTES) {
+          while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+        } else {
+          // Megabytes (a large subdir's repodata.json) are copied off the JS
+          // thread, still in order (a later file is never older).
+          while (written < bytes.length) written += await file.write(bytes.subarray(written));
+        }
+        // Its sync runs while the next file's content is computed and written.
+        if (durable !== false) syncs.push(file.syncData());
+      }
+      await Promise.all(syncs);
+    } catch (error) {
+      await Promise.allSettled(syncs);
+      _discard(pending);
+      throw error;
+    }
+    for (const { file } of pending) file.close();
+    const directories = new Set<string>();
+    for (const [i, { target, directory, temporary, relative, durable }] of pending.entries()) {
+      try {
+        Deno.renameSync(temporary, target);
+      } catch (error) {
+        _discard(pending.slice(i));
+        throw error;
+      }
+      this.#checked.delete(relative);
+      if (durable) directories.add(directory);
+    }
+    await Promise.all([...directories].map((directory) => this.#syncDirectory(directory)));
+  }
+
+  /** {@linkcode #inDirectory} for a synchronous action. */
+  #inDirectorySync<T>(directory: string, action: () => T): T {
+    if (!this.#directories.has(directory)) {
+      Deno.mkdirSync(directory, { recursive: true });
+      this.#directories.add(directory);
+    }
+    try {
+      return action();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      this.#directoryHandles.get(directory)?.close();
+      this.#directoryHandles.delete(directory);
+      Deno.mkdirSync(directory, { recursive: true });
+      return action();
+    }
+  }
+
   /** The local filesystem path of a channel-relative path (for `conda index`). */
   localPath(relative = ""): string {
     return relative === "" ? this.root : this.#absolute(checked(relative));
@@ -498,19 +595,57 @@ export class ChannelStorage implements ChannelStore {
   /**
    * Runs `task` holding the channel's exclusive cross-process lock, so that
    * two servers (or a server and the `index` command) never interleave index
-   * writes. Waits for the lock.
+   * writes. Waits for the lock. The lock file stays open between holders
+   * (one system call less per index write); {@linkcode close} closes it.
    */
   async withLock<T>(task: () => Promise<T>): Promise<T> {
-    using file = await Deno.open(join(this.root, LOCK_FILE_NAME), {
-      create: true,
-      write: true,
-      mode: 0o644,
-    });
-    await file.lock(true);
+    // One holder at a time in this process (a second `flock` on the same
+    // open file would not wait), on a lock file kept open between holders.
+    const before = this.#lockQueue;
+    let release!: () => void;
+    this.#lockQueue = new Promise((resolve) => release = resolve);
+    await before;
     try {
-      return await task();
+      const file = await this.#lockedFile();
+      try {
+        return await task();
+      } finally {
+        try {
+          file.unlockSync();
+        } catch {
+          // A lock that cannot be released goes with the file.
+          this.#lockFile = undefined;
+          file.close();
+        }
+      }
     } finally {
-      await file.unlock().catch(() => {});
+      release();
+    }
+  }
+
+  /**
+   * The lock file, locked. A kept file that is no longer the one at the
+   * lock's path (removed or replaced by hand) is closed and the path opened
+   * again, so that this process and others always lock the same file.
+   */
+  async #lockedFile(): Promise<Deno.FsFile> {
+    const path = join(this.root, LOCK_FILE_NAME);
+    for (let attempt = 0;; attempt++) {
+      const file = this.#lockFile ??= await Deno.open(path, {
+        create: true,
+        write: true,
+        mode: 0o644,
+      });
+      await file.lock(true);
+      const held = file.statSync();
+      const named = statOrUndefined(path);
+      if (
+        attempt >= 2 || (named !== undefined && named.ino === held.ino && named.dev === held.dev)
+      ) {
+        return file;
+      }
+      this.#lockFile = undefined;
+      file.close();
     }
   }
 
@@ -527,6 +662,32 @@ export class ChannelStorage implements ChannelStore {
     }
     if (!real.startsWith(this.#realRoot + "/")) return undefined;
     return channelPath(real.slice(this.#realRoot.length + 1)) ? real : undefined;
+  }
+}
+
+/** A file of {@linkcode ChannelStorage.writeFilesAtomic} written beside its target. */
+interface _PendingFile {
+  target: string;
+  directory: string;
+  temporary: string;
+  relative: string;
+  durable: boolean;
+  file: Deno.FsFile;
+}
+
+/** Closes and removes the temporary files of writes that will not be renamed. */
+function _discard(pending: readonly _PendingFile[]): void {
+  for (const { file, temporary } of pending) {
+    try {
+      file.close();
+    } catch {
+      // Already closed.
+    }
+    try {
+      Deno.removeSync(temporary);
+    } catch {
+      // Never created, or already gone.
+    }
   }
 }
 
@@ -603,9 +764,9 @@ function readExactlySync(
   return bytes;
 }
 
-function statOrUndefined(path: string): Deno.FileInfo | undefined {
+function statOrUndefined(path: string, options?: { lstat: boolean }): Deno.FileInfo | undefined {
   try {
-    return Deno.statSync(path);
+    return options?.lstat ? Deno.lstatSync(path) : Deno.statSync(path);
   } catch {
     return undefined;
   }

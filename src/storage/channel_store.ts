@@ -84,6 +84,24 @@ export interface WriteOptions {
   durable?: boolean;
 }
 
+/** One file of {@linkcode ChannelStore.writeFilesAtomic}. */
+export interface AtomicFile {
+  /** Channel-relative path. */
+  relative: string;
+  /**
+   * New content, or a function that makes it: called in turn, while the
+   * files before it are being synced, so that computing it (compressing,
+   * serializing) overlaps their disk writes.
+   */
+  data: Uint8Array | string | (() => Uint8Array | string);
+  /**
+   * Sync the content (and the rename) before the call resolves; see
+   * {@linkcode WriteOptions.durable}.
+   * @default {true}
+   */
+  durable?: boolean;
+}
+
 /** Thrown by {@linkcode ChannelStore.publish} when the name is taken. */
 export class PackageExistsError extends Error {
   constructor(path: string) {
@@ -150,6 +168,12 @@ export interface ChannelStore {
     data: Uint8Array | string,
     options?: WriteOptions,
   ): Promise<void>;
+  /**
+   * Writes several files, each replaced atomically, made visible in the
+   * order given; the durable ones are durable when it resolves. On failure
+   * the files before the failing one may be in place.
+   */
+  writeFilesAtomic(files: readonly AtomicFile[]): Promise<void>;
   /** Runs `task` with a local path holding the bytes of the channel file `relative`. */
   withLocalCopy<T>(relative: string, task: (path: string) => Promise<T>): Promise<T>;
   /**

@@ -37,6 +37,7 @@
 import { join } from "node:path";
 import { type Logger, silentLogger } from "../log.ts";
 import type {
+  AtomicFile,
   ChannelEntry,
   ChannelStore,
   OpenedFile,
@@ -561,6 +562,17 @@ export class S3ChannelStorage implements ChannelStore {
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
     await this.#store.put(key, bytes, { contentType: _contentType(key) });
     this.#looked.delete(key);
+  }
+
+  /**
+   * One PUT after the other, in the order given: each object is replaced
+   * atomically and is durable once its PUT is answered, so this is the order
+   * readers see them in.
+   */
+  async writeFilesAtomic(files: readonly AtomicFile[]): Promise<void> {
+    for (const { relative, data } of files) {
+      await this.writeFileAtomic(relative, typeof data === "function" ? data() : data);
+    }
   }
 
   async withLocalCopy<T>(relative: string, task: (path: string) => Promise<T>): Promise<T> {

@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ChannelStorage } from "../src/storage/channel_storage.ts";
+
+interface TempStorage extends AsyncDisposable {
+  root: string;
+  storage: ChannelStorage;
+}
+
+async function tempStorage(): Promise<TempStorage> {
+  const root = await Deno.makeTempDir({ prefix: "channel-storage-" });
+  const storage = await ChannelStorage.open(root);
+  return {
+    root,
+    storage,
+    async [Symbol.asyncDispose]() {
+      storage.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+async function names(directory: string): Promise<string[]> {
+  const found: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(directory)) found.push(entry.name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return found.sort();
+}
+
+Deno.test("writeFilesAtomic() puts every file in place, in new directories too, with no temporary file left", async () => {
+  await using temp = await tempStorage();
+  await temp.storage.writeFilesAtomic([
+    { relative: "linux-64/shards/a.msgpack.zst", data: new Uint8Array([1, 2, 3]) },
+    { relative: "linux-64/repodata.json", data: '{"a":1}' },
+    { relative: "linux-64/index.html", data: "<html>", durable: false },
+  ]);
+  assert.deepEqual(
+    await Deno.readFile(join(temp.root, "linux-64/shards/a.msgpack.zst")),
+    new Uint8Array([1, 2, 3]),
+  );
+  assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/repodata.json")), '{"a":1}');
+  assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/index.html")), "<html>");
+  assert.deepEqual(await names(join(temp.root, "linux-64")), [
+    "index.html",
+    "repodata.json",
+    "shards",
+  ]);
+
+  // A second batch replaces the content of existing files.
+  await temp.storage.writeFilesAtomic([{ relative: "linux-64/repodata.json", data: '{"a":2}' }]);
+  assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/repodata.json")), '{"a":2}');
+  assert.deepEqual(await names(join(temp.root, "linux-64")), [
+    "index.html",
+    "repodata.json",
+    "shards",
+  ]);
+});
+
+Deno.test("writeFilesAtomic() that fails at a rename keeps the files before it, drops the rest and leaves no temporary file", async () => {
+  await using temp = await tempStorage();
+  await temp.storage.writeFilesAtomic([
+    { relative: "linux-64/repodata.json", data: "old" },
+    { relative: "linux-64/run_exports.json", data: "old" },
+  ]);
+  // A directory where a file goes: its rename fails (EISDIR / ENOTEMPTY).
+  await Deno.mkdir(join(temp.root, "linux-64/repodata.json.zst/blocker"), { recursive: true });
+  await assert.rejects(
+    temp.storage.writeFilesAtomic([
+      { relative: "linux-64/repodata.json", data: "new" },
+      { relative: "linux-64/repodata.json.zst", data: "new" },
+      { relative: "linux-64/run_exports.json", data: "new" },
+    ]),
+  );
+  assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/repodata.json")), "new");
+  assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/run_exports.json")), "old");
+  assert.deepEqual(await names(join(temp.root, "linux-64")), [
+    "repodata.json",
+    "repodata.json.zst",
+    "run_exports.json",
+  ]);
+});
