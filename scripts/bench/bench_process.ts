@@ -153,8 +153,8 @@ export async function startReferenceServer(
     tls.certFile,
     "--key",
     tls.keyFile,
-    "--token",
-    token,
+    // One argument: a random token may begin with "-", which parseArgs takes for an option.
+    `--token=${token}`,
   ];
   return await _spawnListening(args, 60_000);
 }

@@ -1,5 +1,6 @@
 /**
- * Measurement 3: many small uploads (about 100 KiB each) with 1 and 8
+ * Measurement 3: many small uploads (about 100 KiB each; `.conda`, and
+ * `.tar.bz2` into the smallest channel) with 1 and 8
  * concurrent keep-alive clients into a subdir that already holds a few or
  * many packages, against the reference server that stores the file without
  * inspection or index; and the `-e` path with a stand-in `conda` that
@@ -34,31 +35,49 @@ interface _Run {
   p99: number;
 }
 
-/** Builds `count` distinct ~100 KiB `.conda` packages in memory. */
-export async function buildSmallPackages(count: number): Promise<UploadItem[]> {
+/** Builds `count` distinct ~100 KiB packages (`.conda` unless told) in memory. */
+export async function buildSmallPackages(
+  count: number,
+  format: ".conda" | ".tar.bz2" = ".conda",
+): Promise<UploadItem[]> {
   const payload = new Uint8Array(PAYLOAD_BYTES);
   for (let at = 0; at < payload.length; at += 65536) {
     crypto.getRandomValues(payload.subarray(at, Math.min(at + 65536, payload.length)));
   }
   const items: UploadItem[] = [];
   for (let i = 0; i < count; i++) {
-    const spec = { name: `bench-upload-${i}`, version: "1.0", files: { "lib/data.bin": payload } };
+    const spec = {
+      name: `bench-upload-${i}`,
+      version: "1.0",
+      format,
+      files: { "lib/data.bin": payload },
+    };
     items.push({ filename: packageFilename(spec), bytes: await buildPackage(spec) });
   }
   return items;
 }
 
-/** Measures every channel size × concurrency of the plan, then `-e`; adds their rows. */
+/**
+ * Measures every channel size × concurrency of the plan with `.conda`
+ * packages, the smallest channel with `.tar.bz2` ones too, then `-e`; adds
+ * their rows.
+ */
 export async function benchSmallUploads(
   context: BenchContext,
   templates: readonly ChannelTemplate[],
 ): Promise<void> {
   const { plan } = context;
-  context.progress(`small uploads: building ${plan.smallUploads} packages`);
+  context.progress(`small uploads: building ${plan.smallUploads} packages of each format`);
   const items = await buildSmallPackages(plan.smallUploads);
+  const tarBz2Items = await buildSmallPackages(plan.smallUploads, ".tar.bz2");
   const smallest = Math.min(...templates.map((template) => template.count));
   let referenceAtEight: number | undefined;
-  for (const template of templates) {
+  const settings: [ChannelTemplate, UploadItem[], string][] = templates.map((
+    template,
+  ) => [template, items, ".conda"]);
+  const smallestTemplate = templates.find((template) => template.count === smallest)!;
+  settings.splice(1, 0, [smallestTemplate, tarBz2Items, ".tar.bz2"]);
+  for (const [template, items, format] of settings) {
     for (const concurrency of CONCURRENCIES) {
       const ours: _Run[] = [];
       const reference: _Run[] = [];
@@ -67,11 +86,11 @@ export async function benchSmallUploads(
         ours.push(
           await _ourRun(context, template, items, concurrency, {
             check: run === 0,
-            label: `small-${template.count}pkgs-${concurrency}c-run${run}`,
+            label: `small-${format.slice(1)}-${template.count}pkgs-${concurrency}c-run${run}`,
           }),
         );
         context.progress(
-          `small uploads ${template.count} pkgs, ${concurrency} clients, run ${
+          `small ${format} uploads ${template.count} pkgs, ${concurrency} clients, run ${
             run + 1
           }/${plan.smallRuns}: ours ${ours.at(-1)!.perSecond.toFixed(0)}/s, reference ${
             reference.at(-1)!.perSecond.toFixed(0)
@@ -80,9 +99,11 @@ export async function benchSmallUploads(
       }
       const oursRate = median(ours.map((run) => run.perSecond));
       const referenceRate = median(reference.map((run) => run.perSecond));
-      if (template.count === smallest && concurrency === 8) referenceAtEight = referenceRate;
+      if (template.count === smallest && concurrency === 8 && format === ".conda") {
+        referenceAtEight = referenceRate;
+      }
       const target = template.count === smallest ? TARGET_SMALL_CHANNEL : TARGET_LARGE_CHANNEL;
-      const setting = `${items.length} × 100 KiB into ${
+      const setting = `${items.length} × 100 KiB ${format} into ${
         countLabel(template.count)
       } pkgs, ${concurrency} client${concurrency > 1 ? "s" : ""}`;
       context.rows.push({
@@ -107,8 +128,12 @@ export async function benchSmallUploads(
       });
     }
   }
-  const template = templates.find((template) => template.count === smallest)!;
-  await _benchCondaExe(context, template, items.slice(0, plan.condaExeUploads), referenceAtEight);
+  await _benchCondaExe(
+    context,
+    smallestTemplate,
+    items.slice(0, plan.condaExeUploads),
+    referenceAtEight,
+  );
 }
 
 async function _uploadRun(
