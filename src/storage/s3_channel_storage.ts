@@ -107,6 +107,12 @@ const STAGING = ".index/staging";
  * the store once this much has arrived, so smaller ones never do.
  */
 const STAGE_PART = 64 * 1024 * 1024;
+/**
+ * Parts of one upload in flight at once, while it arrives and after: with
+ * one, the parts fell behind the arriving bytes and most of them went after
+ * the upload had arrived, one by one.
+ */
+const STAGE_CONCURRENCY = 2;
 /** How often arriving uploads are checked for a new part, in ms. */
 const STAGE_POLL_MS = 100;
 /** Metadata naming the upload that wrote a package object. */
@@ -244,7 +250,8 @@ export class S3ChannelStorage implements ChannelStore {
     this.#staging.set(path, {
       path,
       key: `${STAGING}/${crypto.randomUUID()}`,
-      sent: 0,
+      queued: 0,
+      sending: new Set(),
       failed: false,
     });
     this.#stagingTimer ??= setInterval(() => this.#stageArrived(), STAGE_POLL_MS);
@@ -257,35 +264,51 @@ export class S3ChannelStorage implements ChannelStore {
     await Deno.remove(path).catch(() => {});
   }
 
-  /** Sends the next part of every arriving upload that has a whole part more. */
+  /** Sends the next parts of every arriving upload that has whole parts more. */
   #stageArrived(): void {
     if (this.#staging.size === 0) {
       clearInterval(this.#stagingTimer);
       this.#stagingTimer = undefined;
       return;
     }
-    for (const staging of this.#staging.values()) {
-      if (staging.sending !== undefined || staging.failed) continue;
-      let size: number;
-      try {
-        size = Deno.statSync(staging.path).size;
-      } catch {
-        continue;
-      }
-      if (size - staging.sent < STAGE_PART) continue;
-      staging.sending = this.#sendPart(staging, STAGE_PART)
-        .catch(() => {
-          staging.failed = true; // published with one PUT instead
-        })
-        .finally(() => staging.sending = undefined);
+    for (const staging of this.#staging.values()) this.#stageMore(staging);
+  }
+
+  /** Starts parts of `staging`'s whole arrived parts, up to the parts in flight. */
+  #stageMore(staging: _Staging): void {
+    if (staging.failed || staging.sending.size >= STAGE_CONCURRENCY) return;
+    if (!this.#staging.has(staging.path)) return; // being completed or dropped
+    let size: number;
+    try {
+      size = Deno.statSync(staging.path).size;
+    } catch {
+      return;
+    }
+    while (staging.sending.size < STAGE_CONCURRENCY && size - staging.queued >= STAGE_PART) {
+      this.#sendPart(staging, STAGE_PART, () => this.#stageMore(staging));
     }
   }
 
-  async #sendPart(staging: _Staging, length: number): Promise<void> {
-    staging.upload ??= await this.#store.startMultipart(staging.key);
-    const partNumber = Math.floor(staging.sent / STAGE_PART) + 1;
-    await staging.upload.uploadPart(partNumber, staging.path, staging.sent, length);
-    staging.sent += length;
+  /**
+   * Sends the next `length` bytes of `staging` as its next part (parts are
+   * numbered by offset, so they may finish in any order); a failure marks
+   * the staging failed (the package then goes with one PUT).
+   */
+  #sendPart(staging: _Staging, length: number, then?: () => void): void {
+    const offset = staging.queued;
+    staging.queued += length;
+    const partNumber = offset / STAGE_PART + 1;
+    staging.upload ??= this.#store.startMultipart(staging.key);
+    const upload = staging.upload;
+    const sending = upload.then((started) =>
+      started.uploadPart(partNumber, staging.path, offset, length)
+    ).catch(() => {
+      staging.failed = true;
+    }).finally(() => {
+      staging.sending.delete(sending);
+      if (!staging.failed) then?.();
+    });
+    staging.sending.add(sending);
   }
 
   #takeStaging(path: string): _Staging | undefined {
@@ -294,11 +317,16 @@ export class S3ChannelStorage implements ChannelStore {
     return staging;
   }
 
+  /** Waits for the parts in flight of `staging`. */
+  async #settle(staging: _Staging): Promise<void> {
+    while (staging.sending.size > 0) await Promise.all(staging.sending);
+  }
+
   /** Aborts what an upload sent ahead (never throws). */
   async #dropStaging(staging: _Staging | undefined): Promise<void> {
     if (staging === undefined) return;
-    await staging.sending?.catch(() => {});
-    await staging.upload?.abort();
+    await this.#settle(staging);
+    await (await staging.upload?.catch(() => undefined))?.abort();
   }
 
   /**
@@ -307,19 +335,30 @@ export class S3ChannelStorage implements ChannelStore {
    */
   async #completeStaging(staging: _Staging | undefined, size: number): Promise<string | undefined> {
     if (staging === undefined) return undefined;
-    await staging.sending?.catch(() => {});
     if (staging.upload === undefined || staging.failed || size > MAX_SINGLE_PUT) {
       await this.#dropStaging(staging);
       return undefined;
     }
-    try {
-      while (staging.sent < size) {
-        await this.#sendPart(staging, Math.min(STAGE_PART, size - staging.sent));
+    // The rest goes with as many parts in flight as while arriving.
+    while (staging.queued < size && !staging.failed) {
+      if (staging.sending.size >= STAGE_CONCURRENCY) {
+        await Promise.race(staging.sending);
+        continue;
       }
-      await staging.upload.complete();
+      this.#sendPart(staging, Math.min(STAGE_PART, size - staging.queued));
+    }
+    await this.#settle(staging);
+    const upload = await staging.upload.catch(() => undefined);
+    if (staging.failed || upload === undefined) {
+      await upload?.abort();
+      this.#logger.warn("Cannot complete an upload sent ahead, sending it again");
+      return undefined;
+    }
+    try {
+      await upload.complete();
       return staging.key;
     } catch (error) {
-      await staging.upload.abort();
+      await upload.abort();
       this.#logger.warn("Cannot complete an upload sent ahead, sending it again", {
         reason: _describe(error),
       });
@@ -650,12 +689,12 @@ interface _Staging {
   path: string;
   /** Its staging object. */
   key: string;
-  /** The multipart upload, once the first part is due. */
-  upload?: StepwiseUpload;
-  /** Bytes sent in parts so far. */
-  sent: number;
-  /** The part being sent. */
-  sending?: Promise<void> | undefined;
+  /** The multipart upload, started when the first part is due. */
+  upload?: Promise<StepwiseUpload>;
+  /** Bytes handed to parts so far (sent or in flight). */
+  queued: number;
+  /** The parts in flight. */
+  sending: Set<Promise<void>>;
   /** Set when a part failed: the package then goes with one PUT. */
   failed: boolean;
 }
