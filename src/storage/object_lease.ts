@@ -127,6 +127,12 @@ export class ObjectLease {
   readonly #owner: string;
   /** The generation last seen as newest, and when (local monotonic ms). */
   #seen: { generation: number; at: number } | undefined;
+  /**
+   * The record of the generation last read: generations are created once
+   * and never rewritten, so a contender polling a held lease lists but does
+   * not read the same generation again.
+   */
+  #read: { generation: number; record: GenerationRecord } | undefined;
 
   constructor(store: ObjectStore, name: string, options: ObjectLeaseOptions = {}) {
     this.#store = store;
@@ -167,10 +173,14 @@ export class ObjectLease {
       if (generation !== undefined) newest = { generation, lastModified: info.lastModified };
     }
     if (newest === undefined) return undefined;
+    if (this.#read?.generation === newest.generation) {
+      return { ...newest, record: this.#read.record };
+    }
     const got = await this.#store.getBytes(this.#key(newest.generation));
     const record = got === undefined
       ? undefined
       : JSON.parse(new TextDecoder().decode(got.bytes)) as GenerationRecord;
+    if (record !== undefined) this.#read = { generation: newest.generation, record };
     return { ...newest, record };
   }
 
