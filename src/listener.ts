@@ -151,9 +151,12 @@ export class Listener {
   }
 
   /**
-   * Accepts connections until the shutdown. Every accept error is logged
-   * (rate-limited) and followed by a pause that doubles up to 1 s while
-   * errors go on: out of file descriptors (`EMFILE`), the pending
+   * Accepts connections until the shutdown. An error of one connection (the
+   * client reset it before the accept returned: `ENOTCONN`, `ECONNABORTED`)
+   * is counted in a rate-limited log line and the loop accepts the next at
+   * once: pausing there would let a flood of resets stop the server. Any
+   * other error (out of file descriptors, `EMFILE`) is logged and followed
+   * by a pause that doubles up to 1 s while errors go on, so the pending
    * connections wait in the kernel's backlog until some close.
    */
   async #acceptLoop(): Promise<void> {
@@ -164,6 +167,12 @@ export class Listener {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#stopping) return;
+        if (_isConnectionError(error)) {
+          this.#warnings.warn("accept-reset", "connection ended before it was accepted", {
+            reason: error instanceof Error ? error.message : String(error),
+          });
+          continue;
+        }
         backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(10, backoffMs * 2));
         this.#warnings.warn("accept", "cannot accept connections; pausing", {
           reason: error instanceof Error ? error.message : String(error),
@@ -274,6 +283,33 @@ class _RateLimitedWarnings {
       ...(last?.suppressed ? { since_last_logged: last.suppressed } : {}),
     });
   }
+}
+
+/** `accept()` errors of the connection being accepted, not of the listener or the process. */
+const _CONNECTION_ERROR_CODES = new Set([
+  "ENOTCONN",
+  "ECONNABORTED",
+  "ECONNRESET",
+  "EPROTO",
+  "EPERM",
+  "ENETDOWN",
+  "ENETUNREACH",
+  "EHOSTDOWN",
+  "EHOSTUNREACH",
+  "ENONET",
+  "ENOPROTOOPT",
+  "EOPNOTSUPP",
+]);
+
+/** Whether an `accept()` error belongs to one connection only (see {@linkcode _CONNECTION_ERROR_CODES}). */
+function _isConnectionError(error: unknown): boolean {
+  if (
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.ConnectionReset
+  ) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && _CONNECTION_ERROR_CODES.has(code);
 }
 
 function _secureContext(tls: TlsPem): SecureContext {

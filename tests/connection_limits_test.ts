@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { writePackage } from "./helpers/conda_package.ts";
 import { openRaw, type RawConnection } from "./helpers/raw_http.ts";
@@ -152,6 +153,56 @@ Deno.test("out of file descriptors (--max_connections above ulimit -n 120): acce
   assert.equal(await validUpload(server, setup, "after-emfile"), 201);
   const exited = await Promise.race([server.status.then(() => true), Promise.resolve(false)]);
   assert.equal(exited, false, "the server exited");
+});
+
+/** Connects and resets (RST) connections for `ms`, two at a time; resolves how many. */
+async function resetFlood(port: number, ms: number): Promise<number> {
+  let count = 0;
+  const end = performance.now() + ms;
+  const worker = async () => {
+    while (performance.now() < end) {
+      await new Promise<void>((resolve) => {
+        const socket = connect({ port, host: "127.0.0.1" }, () => {
+          count++;
+          socket.resetAndDestroy();
+          resolve();
+        });
+        socket.on("error", () => resolve());
+      });
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  return count;
+}
+
+Deno.test("a 2 s flood of connections reset before accept() does not pause the accept loop: /health answers within 3 s after it", async () => {
+  await using setup = await setUp();
+  await using server = await start(setup, ["--max_connections_per_client", "100000"]);
+  const flooded = await resetFlood(Number(new URL(server.url).port), 2_000);
+  assert.ok(flooded > 100, `only ${flooded} connections in the flood`);
+  const started = performance.now();
+  let connection: RawConnection | undefined;
+  const health = async () => {
+    connection = await open(server, setup);
+    await connection.send("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    return await connection.readResponse();
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const response = await Promise.race([
+      health(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("/health did not answer within 3 s")), 3_000);
+      }),
+    ]);
+    assert.equal(response.status, 200);
+  } finally {
+    clearTimeout(timer);
+    connection?.[Symbol.dispose]();
+  }
+  assert.ok(performance.now() - started < 3_000);
+  await server.waitForLine(/connection ended before it was accepted/);
+  assert.ok(!server.stderr.some((line) => /cannot accept connections; pausing/.test(line)));
 });
 
 Deno.test("--header_timeout 1: a half-sent head, a head trickling one byte every 250 ms and a TLS handshake never begun are each closed at the deadline", async () => {
