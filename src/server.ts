@@ -116,6 +116,8 @@ export function createHandler(context: HandlerContext): Handler {
     minter: context.minter,
     throttle: context.throttle,
     logger: context.logger,
+    bodyIdleMs: context.bodyIdleMs,
+    signal: context.gate.signal,
     onFailure,
   };
   return async (request, info) => {

@@ -22,6 +22,7 @@ import {
   startServerProcess,
   writeTestTls,
 } from "./helpers/server_process.ts";
+import { openRaw, type RawConnection } from "./helpers/raw_http.ts";
 import { startTestServer } from "./helpers/test_server.ts";
 
 const encoder = new TextEncoder();
@@ -32,6 +33,8 @@ interface Program extends AsyncDisposable {
   token: string;
   channel: string;
   caCert: string;
+  /** The CA file for raw TLS connections; undefined on plain HTTP. */
+  caFile: string | undefined;
   process: ServerProcess;
   /** fetch of `url + path` (a string join, so `//t/...` stays as written). */
   fetch(path: string, init?: RequestInit): Promise<Response>;
@@ -39,14 +42,25 @@ interface Program extends AsyncDisposable {
   metric(series: string): Promise<number | undefined>;
 }
 
-async function startProgram(flags: string[] = []): Promise<Program> {
+async function startProgram(
+  flags: string[] = [],
+  options: { plain?: boolean } = {},
+): Promise<Program> {
   const dir = await Deno.makeTempDir({ prefix: "auh-front-door-" });
   const channel = join(dir, "channel");
   await Deno.mkdir(channel);
   const token = `front-${crypto.randomUUID()}`;
   const tls = await writeTestTls(dir);
+  const args = await serverArgs(channel, tls, token);
   const process = await startServerProcess([
-    ...await serverArgs(channel, tls, token),
+    ...(options.plain
+      ? [
+        ...args.filter((arg, i) =>
+          !["-c", "-k"].includes(arg) && !["-c", "-k"].includes(args[i - 1]!)
+        ),
+        "--insecure_no_tls",
+      ]
+      : args),
     ...flags,
   ]);
   const caCert = await Deno.readTextFile(tls.caFile);
@@ -58,6 +72,7 @@ async function startProgram(flags: string[] = []): Promise<Program> {
     token,
     channel,
     caCert,
+    caFile: options.plain ? undefined : tls.caFile,
     process,
     fetch: fetchPath,
     async metric(series) {
@@ -470,4 +485,116 @@ Deno.test("a forced replacement is one index write", async () => {
   const before = index.writeCount;
   await expectStatus(await upload(second, "?force=true"), STATUS.Created);
   assert.equal(index.writeCount - before, 1);
+});
+
+/** Polls `check` every 100 ms until it holds or `timeoutMs` passed; resolves whether it held. */
+async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (performance.now() > end) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function openFileCount(pid: number): Promise<number> {
+  let count = 0;
+  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) count++;
+  return count;
+}
+
+function openConnection(program: Program): Promise<RawConnection> {
+  return openRaw(program.url, program.caFile === undefined ? {} : { caFile: program.caFile });
+}
+
+for (const plain of [false, true]) {
+  Deno.test(
+    `held wrong tokens whose clients leave are let go at once over ${
+      plain ? "plain HTTP" : "TLS"
+    }: auh_auth_held returns to 0 and their sockets are closed`,
+    async () => {
+      await using program = await startProgram([], { plain });
+      await program.metric("auh_auth_held"); // the metrics connection is open from here on
+      const baseline = await openFileCount(program.process.pid);
+      const connections: RawConnection[] = [];
+      try {
+        for (let i = 0; i < 15; i++) {
+          const connection = await openConnection(program);
+          connections.push(connection);
+          await connection.send(
+            `PUT /linux-64/held-1.0-0.conda HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong-${i}\r\nContent-Length: 4\r\n\r\nbody`,
+          );
+        }
+        assert.ok(
+          await eventually(async () => await program.metric("auh_auth_held") === 5, 10_000),
+          "5 failures held after the burst of 10",
+        );
+      } finally {
+        for (const connection of connections) connection[Symbol.dispose]();
+      }
+      assert.ok(
+        await eventually(async () => await program.metric("auh_auth_held") === 0, 3_000),
+        `still held: ${await program.metric("auh_auth_held")}`,
+      );
+      assert.ok(
+        await eventually(async () => await openFileCount(program.process.pid) <= baseline, 3_000),
+        `${await openFileCount(program.process.pid)} descriptors open, ${baseline} before`,
+      );
+    },
+  );
+}
+
+Deno.test("a mint request whose body stalls is answered 408 at --body_timeout, and 33 of them do not lock the address out: the right token still uploads", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "auh-mint-stall-" });
+  const publishers = join(dir, "publishers.json");
+  await Deno.writeTextFile(
+    publishers,
+    JSON.stringify([{
+      name: "stalled",
+      issuer: "https://issuer.invalid",
+      claims: { repository: "acme/mylib" },
+      packages: ["mylib"],
+      can: ["upload"],
+    }]),
+  );
+  try {
+    await using program = await startProgram([
+      "--trusted_publishers",
+      publishers,
+      "--body_timeout",
+      "1",
+      "--server_name",
+      "localhost",
+    ]);
+    const stalled: RawConnection[] = [];
+    try {
+      for (let i = 0; i < 33; i++) {
+        const connection = await openConnection(program);
+        stalled.push(connection);
+        await connection.send(
+          'POST /api/oidc/mint_token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"tok',
+        );
+      }
+      const spec: PackageSpec = { name: "after-stall", version: "1.0" };
+      const response = await put(
+        program,
+        `/linux-64/${packageFilename(spec)}`,
+        await buildPackage(spec),
+      );
+      await expectStatus(response, STATUS.Created);
+      const answers = await Promise.all(stalled.map((connection) => connection.readResponse()));
+      assert.deepEqual(
+        answers.map((answer) => answer.status),
+        Array(33).fill(STATUS.RequestTimeout),
+      );
+      assert.match(
+        new TextDecoder().decode(answers[0]!.body),
+        /^Cannot read request body: nothing arrived for 1 s/,
+      );
+    } finally {
+      for (const connection of stalled) connection[Symbol.dispose]();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

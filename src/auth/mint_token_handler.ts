@@ -23,6 +23,10 @@ export interface MintTokenContext {
   throttle: AuthThrottle;
   /** Where the "minted upload token" line goes. */
   logger: Logger;
+  /** Longest wait for the next chunk of the request body, in ms (408 after it). */
+  bodyIdleMs: number;
+  /** Aborts a body still being read (server shutdown: 503). */
+  signal?: AbortSignal;
   /** Called once per refused ID token (metrics). */
   onFailure?: () => void;
 }
@@ -45,14 +49,13 @@ export async function handleMintToken(
       "Cannot mint token: this server has no trusted publishers (--trusted_publishers)",
     );
   }
+  // The body is read before the throttle admits the attempt: a client that
+  // stalls its body must not hold one of its address's throttle places.
+  const jwt = await readMintTokenRequest(request, {
+    idleMs: context.bodyIdleMs,
+    ...(context.signal ? { signal: context.signal } : {}),
+  });
   const attempt = context.throttle.admit(client);
-  let jwt: string;
-  try {
-    jwt = await readMintTokenRequest(request);
-  } catch (error) {
-    attempt.succeeded(); // a malformed request says nothing about a token
-    throw error;
-  }
   try {
     const minted = await minter.mint(jwt);
     attempt.succeeded();

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { guardBody } from "../http/guarded_body.ts";
 import { badRequest, HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
 
@@ -17,10 +18,31 @@ export const MINT_TOKEN_PATH = "/api/oidc/mint_token";
 /** Largest mint request body read: ID tokens are a few KiB. */
 export const MAX_MINT_REQUEST_BYTES = 64 * 1024;
 
+/** Longest time for the whole mint request body (a few KiB of JSON), in ms. */
+export const MINT_REQUEST_DEADLINE_MS = 10_000;
+
+/** Options for {@linkcode readMintTokenRequest}. */
+export interface ReadMintTokenOptions {
+  /**
+   * Longest wait for the next body chunk, in ms; then 408.
+   * @default {no idle guard}
+   */
+  idleMs?: number;
+  /** When aborted (server shutdown), the read fails with 503. */
+  signal?: AbortSignal;
+  /**
+   * Longest time for the whole body, in ms; then 408.
+   * @default {MINT_REQUEST_DEADLINE_MS}
+   */
+  totalMs?: number;
+}
+
 /**
  * The ID token in a mint request. Throws {@linkcode HttpError}: 413 for a
  * body over {@linkcode MAX_MINT_REQUEST_BYTES}, 400 for anything but
- * `{"token": "<non-empty string>"}`.
+ * `{"token": "<non-empty string>"}`, 408 for a body that stalls
+ * (`options.idleMs`) or takes longer than `options.totalMs`, 503 when
+ * `options.signal` aborts.
  *
  * @example Usage
  * ```ts
@@ -32,7 +54,10 @@ export const MAX_MINT_REQUEST_BYTES = 64 * 1024;
  * console.log(await readMintTokenRequest(request)); // a.b.c
  * ```
  */
-export async function readMintTokenRequest(request: Request): Promise<string> {
+export async function readMintTokenRequest(
+  request: Request,
+  options: ReadMintTokenOptions = {},
+): Promise<string> {
   const length = request.headers.get("content-length");
   if (length !== null && Number(length) > MAX_MINT_REQUEST_BYTES) {
     await request.body?.cancel();
@@ -41,16 +66,35 @@ export async function readMintTokenRequest(request: Request): Promise<string> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   if (request.body !== null) {
-    const reader = request.body.getReader();
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > MAX_MINT_REQUEST_BYTES) {
-        await reader.cancel();
-        throw tooLarge();
+    const { idleMs, signal, totalMs = MINT_REQUEST_DEADLINE_MS } = options;
+    const body = idleMs === undefined
+      ? request.body
+      : guardBody(request.body, { idleMs, ...(signal ? { signal } : {}) });
+    const reader = body.getReader();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"deadline">((resolve) => {
+      timer = setTimeout(() => resolve("deadline"), totalMs);
+    });
+    try {
+      while (true) {
+        const result = await Promise.race([reader.read(), deadline]);
+        if (result === "deadline") {
+          reader.cancel().catch(() => {});
+          throw new HttpError(
+            STATUS.RequestTimeout,
+            `Cannot mint token: the request body took longer than ${Math.round(totalMs / 1000)} s`,
+          );
+        }
+        if (result.done) break;
+        size += result.value.byteLength;
+        if (size > MAX_MINT_REQUEST_BYTES) {
+          await reader.cancel();
+          throw tooLarge();
+        }
+        chunks.push(result.value);
       }
-      chunks.push(value);
+    } finally {
+      clearTimeout(timer);
     }
   }
   const bytes = new Uint8Array(size);

@@ -14,14 +14,24 @@ const LF = 0x0a;
 const CR = 0x0d;
 /** Largest chunk taken at once while looking for the end of a head. */
 const READ_BYTES = 64 * 1024;
+const EMPTY = new Uint8Array(0);
 
 /** Reads a connection through a small buffer. */
 export class ConnectionReader {
   readonly #conn: ByteConnection;
   /** Bytes received and not yet consumed. */
-  #buffered: Uint8Array = new Uint8Array(0);
+  #buffered: Uint8Array = EMPTY;
   /** Total bytes received on this connection. */
   #received = 0;
+  /** The connection ended (end of stream) or failed: no more reads. */
+  #ended = false;
+  #failure: unknown;
+  /** A background read while nobody reads (see {@linkcode watchForEnd}). */
+  #parked: Promise<void> | undefined;
+  #watchLimit = 0;
+  /** A read is in flight (reads never overlap). */
+  #reading = false;
+  #parkAfterRead = false;
 
   /** Reads from `conn`. */
   constructor(conn: ByteConnection) {
@@ -38,15 +48,79 @@ export class ConnectionReader {
     return this.#received;
   }
 
+  /**
+   * Reads ahead in the background while nobody else reads (a handler runs
+   * and does not read the body), so that the client's end of stream or
+   * reset is seen at once (on plain TCP nothing else would notice, and the
+   * connection's `closed` settles only when a read finds it). What arrives
+   * is buffered as usual, up to `maxBuffered` bytes; the next read of any
+   * kind stops the watch.
+   */
+  watchForEnd(maxBuffered: number): void {
+    this.#watchLimit = maxBuffered;
+    this.#park();
+  }
+
+  #park(): void {
+    if (this.#watchLimit === 0 || this.#parked !== undefined || this.#ended) return;
+    if (this.#buffered.length >= this.#watchLimit) return;
+    if (this.#reading) {
+      // A read began before the watch (a body stream pulls ahead): watch after it.
+      this.#parkAfterRead = true;
+      return;
+    }
+    this.#parked = this.#fill().then(() => {}, () => {}).finally(() => {
+      this.#parked = undefined;
+      this.#park();
+    });
+  }
+
+  /** Stops a watch (a read in flight still lands in the buffer). */
+  #unpark(): void {
+    this.#watchLimit = 0;
+    this.#parkAfterRead = false;
+  }
+
+  /** Waits for a watch's read in flight; resolves whether it added bytes. */
+  async #landed(): Promise<boolean> {
+    const before = this.#buffered.length;
+    while (this.#parked !== undefined) await this.#parked;
+    return this.#buffered.length > before;
+  }
+
   /** The next received chunk, at most `max` bytes; null at end of stream. */
   async #read(max: number): Promise<Uint8Array | null> {
-    const chunk = await this.#conn.readChunk(max);
-    if (chunk !== null) this.#received += chunk.length;
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#ended) return null;
+    let chunk: Uint8Array | null;
+    this.#reading = true;
+    try {
+      chunk = await this.#conn.readChunk(max);
+    } catch (error) {
+      this.#failure = error;
+      this.#ended = true;
+      throw error;
+    } finally {
+      this.#reading = false;
+      if (this.#parkAfterRead) {
+        this.#parkAfterRead = false;
+        // After the reader has taken this chunk (a task later), so bytes stay in order.
+        setTimeout(() => this.#park(), 0);
+      }
+    }
+    if (chunk === null) this.#ended = true;
+    else this.#received += chunk.length;
     return chunk;
+  }
+
+  /** Drops the first `count` buffered bytes (an emptied buffer pins no read buffer). */
+  #consume(count: number): void {
+    this.#buffered = count >= this.#buffered.length ? EMPTY : this.#buffered.subarray(count);
   }
 
   /** Appends one socket read to the buffer; false at end of stream. */
   async #fill(): Promise<boolean> {
+    if (this.#parked !== undefined && await this.#landed()) return true;
     const chunk = await this.#read(READ_BYTES);
     if (chunk === null) return false;
     if (this.#buffered.length === 0) {
@@ -69,6 +143,7 @@ export class ConnectionReader {
    * the connection ends in the middle of it
    */
   async readHead(maxBytes: number, onFirstByte: () => void): Promise<string | null> {
+    this.#unpark();
     let scanned = 0;
     let announced = false;
     for (;;) {
@@ -85,7 +160,7 @@ export class ConnectionReader {
       }
       if (end !== undefined) {
         const head = this.#buffered.subarray(0, end.headLength);
-        this.#buffered = this.#buffered.subarray(end.consumed);
+        this.#consume(end.consumed);
         return _latin1(head);
       }
       scanned = Math.max(0, this.#buffered.length - 2);
@@ -111,6 +186,7 @@ export class ConnectionReader {
    * @throws {SyntaxError} for a longer line, a bare LF or an early end of stream
    */
   async readLine(maxBytes: number): Promise<string> {
+    this.#unpark();
     let scanned = 0;
     for (;;) {
       const newline = this.#buffered.indexOf(LF, scanned);
@@ -119,7 +195,7 @@ export class ConnectionReader {
           throw new SyntaxError("Cannot read line: bare LF");
         }
         const line = this.#buffered.subarray(0, newline - 1);
-        this.#buffered = this.#buffered.subarray(newline + 1);
+        this.#consume(newline + 1);
         return _latin1(line);
       }
       scanned = this.#buffered.length;
@@ -133,12 +209,14 @@ export class ConnectionReader {
    * at end of stream.
    */
   async readSome(max: number): Promise<Uint8Array | null> {
+    this.#unpark();
     if (this.#buffered.length > 0) {
       const count = Math.min(max, this.#buffered.length);
       const chunk = this.#buffered.subarray(0, count);
-      this.#buffered = this.#buffered.subarray(count);
+      this.#consume(count);
       return chunk;
     }
+    if (this.#parked !== undefined && await this.#landed()) return await this.readSome(max);
     return await this.#read(max);
   }
 }

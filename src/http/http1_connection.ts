@@ -212,6 +212,9 @@ export class Http1Connection {
         body: bodyAllowed && head.framing.kind !== "none" ? body.stream : null,
         signal: abort.signal,
       });
+      // A client that goes away while the handler waits (and does not read
+      // the body) aborts the request's signal at once.
+      this.#reader.watchForEnd(this.#options.maxDrainBytes);
       response = await this.#options.handler(request, info);
     } catch (error) {
       response = errorResponse(error instanceof HttpError ? error : new Error("handler failed"));

@@ -18,7 +18,7 @@ export interface ByteConnection {
   readonly remoteAddr: Deno.NetAddr;
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
-  /** Settles when the connection is closed (by either side) or has failed. */
+  /** Settles when the client ended its side, either side closed, or the connection failed. */
   readonly closed: Promise<void>;
   /** The next received bytes, at most `max`; null at end of stream. */
   readChunk(max: number): Promise<Uint8Array | null>;
@@ -83,8 +83,11 @@ export class SocketConnection implements ByteConnection {
       }
       this.#notify();
     });
+    // The client's end of stream counts as it going away (the transport is
+    // half-open, so no `close` follows by itself): a request's signal aborts.
     socket.on("end", () => {
       this.#ended = true;
+      this.#resolveClosed();
       this.#notify();
     });
     socket.on("close", () => {
@@ -207,7 +210,11 @@ export class TcpConnection implements ByteConnection {
   #closed = false;
   readonly remoteAddr: Deno.NetAddr;
   readonly localAddr: Deno.NetAddr;
-  /** Settles on {@linkcode close}, or when a read finds the connection ended or failed. */
+  /**
+   * Settles on {@linkcode close}, or when a read finds the connection ended
+   * or failed (`ConnectionReader.watchForEnd` keeps a read running while a
+   * handler waits).
+   */
   readonly closed: Promise<void>;
   #resolveClosed!: () => void;
 

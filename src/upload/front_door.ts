@@ -74,16 +74,18 @@ export async function handleWrite(
   const credentials = headCredentials(request.headers, pathToken);
   const intent = makeIntent({ request, url, pathname, credentials });
   return intent.action === "delete"
-    ? await deletePackage(intent, client, context)
-    : await uploadPackage(intent, client, context);
+    ? await deletePackage(intent, client, context, request.signal)
+    : await uploadPackage(intent, client, context, request.signal);
 }
 
+/** `signal`: the client went away (a held failure's wait ends). */
 async function deletePackage(
   intent: DeleteIntent,
   client: string,
   context: FrontDoorContext,
+  signal: AbortSignal,
 ): Promise<Response> {
-  const identity = await context.authenticator.authenticate(intent.credentials, client);
+  const identity = await context.authenticator.authenticate(intent.credentials, client, signal);
   const channel = context.channels.resolve(intent.channel, "delete");
   checkSubdir(intent.subdir, "delete");
   channel.uploads.checkFilename(intent.filename);
@@ -109,16 +111,18 @@ async function deletePackage(
   return Response.json(body, { status: STATUS.OK });
 }
 
+/** `signal`: the client went away (a held failure's wait ends). */
 async function uploadPackage(
   intent: UploadIntent,
   client: string,
   context: FrontDoorContext,
+  signal: AbortSignal,
 ): Promise<Response> {
   const { authenticator } = context;
   const tokenInBody = intent.body.format === "form" && intent.credentials.source === undefined;
   const identity = tokenInBody
     ? undefined
-    : await authenticator.authenticate(intent.credentials, client);
+    : await authenticator.authenticate(intent.credentials, client, signal);
   const channel = context.channels.resolve(intent.channel, "upload");
   const { uploads } = channel;
   if (intent.subdir !== undefined) checkSubdir(intent.subdir, "upload");
@@ -140,7 +144,7 @@ async function uploadPackage(
   });
 
   if (identity === undefined) {
-    return await uploadFormWithBodyToken(intent, body, boundary!, client, channel, context);
+    return await uploadFormWithBodyToken(intent, body, boundary!, client, channel, context, signal);
   }
   const release = enterGate(context);
   try {
@@ -169,6 +173,7 @@ async function uploadFormWithBodyToken(
   client: string,
   channel: ServedChannel,
   context: FrontDoorContext,
+  signal: AbortSignal,
 ): Promise<Response> {
   const entry = context.preAuth.enter(body);
   let release: (() => void) | undefined;
@@ -180,6 +185,7 @@ async function uploadFormWithBodyToken(
         const identity = await context.authenticator.authenticate(
           { token, source: "form" },
           client,
+          signal,
         );
         release = enterGate(context);
         return identity;
@@ -196,7 +202,7 @@ async function uploadFormWithBodyToken(
       // of the pool, no token field, or the artifact first): a failed attempt.
       // A form that is merely malformed is answered as such, not counted.
       entry.leave();
-      await context.authenticator.refuse(entry.ended ?? error as HttpError, client);
+      await context.authenticator.refuse(entry.ended ?? error as HttpError, client, signal);
     }
     throw error;
   } finally {
