@@ -97,6 +97,12 @@ export class Listener {
       idleTimeoutMs: connections.idleTimeoutMs,
       maxHeadBytes: MAX_HEAD_BYTES,
       maxDrainBytes: MAX_DRAIN_BYTES,
+      onRefused: ({ status, reason, client }) =>
+        this.#warnings.warn(`refused-${status}`, "request head refused", {
+          status,
+          reason,
+          client,
+        }),
     };
     this.#warnings = new _RateLimitedWarnings(options.logger);
     if (options.tls) {

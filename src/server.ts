@@ -173,13 +173,13 @@ async function route(
 ): Promise<Response> {
   const { pathname } = url;
   const method = request.method;
-  if (method === "GET" && pathname === "/health") {
+  if ((method === "GET" || method === "HEAD") && pathname === "/health") {
     return await healthResponse(
       channels.all.map((channel) => channel.storage),
       context.gate.inFlight,
     );
   }
-  if (method === "GET" && pathname === "/metrics") {
+  if ((method === "GET" || method === "HEAD") && pathname === "/metrics") {
     context.metrics.authHeld = context.throttle.held;
     context.metrics.awaitingToken = context.preAuth.waiting;
     return new Response(context.metrics.render(), {

@@ -268,3 +268,57 @@ Deno.test("a 3 MiB file goes out byte for byte through the server's reused send 
   await connection.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
   assert.equal((await connection.readResponse()).status, 200);
 });
+
+Deno.test("methods are case-sensitive: 'head', 'get' with a body, TRACE, TRACK and CONNECT get 501 before any handler, each logged; an HTTP/1.1 request without Host gets 400 (an empty Host is served)", async () => {
+  await using setup = await setUp();
+  const refused: [string, number][] = [
+    ["head /noarch/repodata.json HTTP/1.1\r\nHost: x\r\n\r\n", 501],
+    ["get /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", 501],
+    ["TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 501],
+    ["TRACK / HTTP/1.1\r\nHost: x\r\n\r\n", 501],
+    ["CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n", 501],
+    ["GET /health HTTP/1.1\r\n\r\n", 400],
+  ];
+  for (const [head, status] of refused) {
+    using connection = await setup.open();
+    await connection.send(head);
+    const response = await connection.readResponse();
+    assert.equal(response.status, status, head);
+    assert.notEqual(
+      await connection.closedWithin(5_000),
+      null,
+      `${head}: the connection stays open`,
+    );
+  }
+  await setup.server.waitForLine(
+    /WARN request head refused status=501 reason="Cannot serve request: the method is not implemented/,
+  );
+  await setup.server.waitForLine(
+    /WARN request head refused status=400 reason="Cannot read request: no Host" client=127\.0\.0\.1/,
+  );
+  using connection = await setup.open();
+  await connection.send("GET /health HTTP/1.1\r\nHost:\r\n\r\n");
+  assert.equal((await connection.readResponse()).status, 200);
+});
+
+Deno.test("HEAD /health and HEAD /metrics answer 200 like GET, without a body", async () => {
+  await using setup = await setUp();
+  using connection = await setup.open();
+  for (const path of ["/health", "/metrics"]) {
+    await connection.send(`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const response = await connection.readResponse({ head: true });
+    assert.equal(response.status, 200, path);
+  }
+  await connection.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert.equal((await connection.readResponse()).status, 200, "the connection stays in step");
+});
+
+Deno.test("a chunk size of 14 hex digits is refused with 400", async () => {
+  await using setup = await setUp();
+  using connection = await setup.open();
+  await connection.send(
+    `PUT /linux-64/big-1.0-0.conda HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000a\r\n0123456789\r\n0\r\n\r\n`,
+  );
+  const response = await connection.readResponse();
+  assert.equal(response.status, 400);
+});

@@ -18,31 +18,37 @@ Deno.test("parseRequestHead() reads the method, target, fields, framing and keep
   assert.equal(head.keepAlive, true);
   assert.deepEqual(head.fields.at(-1), ["x-name", "spaced value"]);
   assert.deepEqual(
-    parseRequestHead("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked").framing,
+    parseRequestHead("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked").framing,
     { kind: "chunked" },
   );
-  assert.equal(parseRequestHead("GET / HTTP/1.1\r\nConnection: close").keepAlive, false);
+  assert.equal(parseRequestHead("GET / HTTP/1.1\r\nHost: x\r\nConnection: close").keepAlive, false);
   assert.equal(parseRequestHead("GET / HTTP/1.0").keepAlive, false);
   assert.equal(parseRequestHead("GET / HTTP/1.0\r\nConnection: keep-alive").keepAlive, true);
 });
 
 Deno.test("parseRequestHead() refuses every ambiguous or malformed head with its status", () => {
   const cases: [string, number][] = [
-    ["POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked", 400],
-    ["POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1", 400],
-    ["POST / HTTP/1.1\r\nContent-Length: 0x10", 400],
-    ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip", 501],
+    ["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked", 400],
+    ["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1", 400],
+    ["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10", 400],
+    ["POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip", 501],
     ["POST / HTTP/1.0\r\nTransfer-Encoding: chunked", 400],
-    ["GET / HTTP/1.1\r\nX: a\r\n b", 400],
-    ["GET / HTTP/1.1\r\nX\t: a", 400],
-    ["GET / HTTP/1.1\r\nX: a\x7fb", 400],
+    ["GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b", 400],
+    ["GET / HTTP/1.1\r\nHost: x\r\nX\t: a", 400],
+    ["GET / HTTP/1.1\r\nHost: x\r\nX: a\x7fb", 400],
     ["GET / HTTP/1.1\nX: a", 400],
     ["GET  / HTTP/1.1", 400],
     ["GET foo HTTP/1.1", 400],
     ["GET / HTTP/2.0", 505],
-    ["GET / HTTP/1.1\r\nExpect: something", 417],
+    ["GET / HTTP/1.1\r\nHost: x\r\nExpect: something", 417],
     [`GET /${"a".repeat(9000)} HTTP/1.1`, 414],
     [`GET / HTTP/1.1${"\r\nX: 1".repeat(101)}`, 431],
+    ["GET / HTTP/1.1", 400], // no Host
+    ["get / HTTP/1.1\r\nHost: x", 501],
+    ["head / HTTP/1.1\r\nHost: x", 501],
+    ["TRACE / HTTP/1.1\r\nHost: x", 501],
+    ["TRACK / HTTP/1.1\r\nHost: x", 501],
+    ["CONNECT x:443 HTTP/1.1\r\nHost: x:443", 501],
   ];
   for (const [head, status] of cases) {
     assert.throws(

@@ -108,11 +108,13 @@ export class AuthThrottle {
   }
 
   /**
-   * Admits one attempt from `address`, before its token is verified; throws
-   * 429 with `Retry-After` when `maxHeld` attempts of that address are
-   * unanswered.
+   * Admits one attempt from `client` (an IP address; IPv6 addresses count
+   * per /64, the block one host usually holds), before its token is
+   * verified; throws 429 with `Retry-After` when `maxHeld` attempts of that
+   * address are unanswered.
    */
-  admit(address: string): AuthAttempt {
+  admit(client: string): AuthAttempt {
+    const address = throttleKey(client);
     const state = this.#state(address);
     if (state.open >= this.#maxHeld) {
       const retryAfter = Math.max(1, Math.ceil(this.#msPerCredit / 1000));
@@ -231,4 +233,29 @@ export class AuthThrottle {
       this.#addresses.delete(address);
     }
   }
+}
+
+/**
+ * The throttle's key for a client address: an IPv4 address as it is, an
+ * IPv6 address by its /64 prefix (one host usually has a whole /64, so per
+ * address would give a guesser 2^64 buckets).
+ *
+ * @example Usage
+ * ```ts
+ * import { throttleKey } from "./auth_throttle.ts";
+ * console.log(throttleKey("2001:db8::1")); // 2001:db8:0:0::/64
+ * ```
+ */
+export function throttleKey(address: string): string {
+  if (!address.includes(":")) return address;
+  const bare = address.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
+  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare)) return bare.slice(7);
+  const [head = "", tail] = bare.split("::", 2) as [string, string | undefined];
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === undefined || tail === "" ? [] : tail.split(":");
+  const groups = tail === undefined
+    ? left
+    : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.slice(0, 4).map((group) => group.toLowerCase().replace(/^0+(?=.)/, "")).join(":") +
+    "::/64";
 }

@@ -36,6 +36,8 @@ export interface Http1ConnectionOptions {
   maxHeadBytes: number;
   /** Unread body bytes read and dropped to keep a connection alive after a response. */
   maxDrainBytes: number;
+  /** Told of every request head refused before the handler (for a rate-limited log line). */
+  onRefused?: (refusal: { status: number; reason: string; client: string }) => void;
 }
 
 const ENCODER = new TextEncoder();
@@ -261,6 +263,11 @@ export class Http1Connection {
 
   /** Answers a head that cannot be served, then closes. */
   async #refuse(error: RequestHeadError, http10: boolean): Promise<false> {
+    this.#options.onRefused?.({
+      status: error.status,
+      reason: error.message,
+      client: this.#remoteAddr.hostname,
+    });
     const response = new Response(error.message + "\n", {
       status: error.status,
       headers: { "content-type": "text/plain; charset=utf-8" },

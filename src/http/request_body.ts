@@ -18,7 +18,8 @@ const CHUNK_BYTES = 256 * 1024;
 const LINE_BYTES = 4096;
 /** Most trailer bytes accepted after the last chunk. */
 const TRAILER_BYTES = 16 * 1024;
-const CHUNK_SIZE = /^([0-9a-fA-F]{1,15})(?:[ \t]*;[\t\x20-\x7e]*)?$/;
+/** At most 13 hex digits: every chunk size stays below 2^53 (a safe integer). */
+const CHUNK_SIZE = /^([0-9a-fA-F]{1,13})(?:[ \t]*;[\t\x20-\x7e]*)?$/;
 
 /** The state of a body being read. */
 export type BodyState = "reading" | "complete" | "broken";

@@ -13,6 +13,9 @@
 import { STATUS, type Status } from "./status.ts";
 
 /** A request head that cannot be served: the status to answer and why. */
+/** The methods this server answers (others: 501 before any handler runs). */
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]);
+
 export class RequestHeadError extends Error {
   /** 400, 414, 417, 431, 501 or 505. */
   readonly status: Status;
@@ -111,6 +114,14 @@ export function parseRequestHead(head: string, limits: RequestHeadLimits = {}): 
       "Cannot read request: unsupported HTTP version",
     );
   }
+  // Methods are case-sensitive (RFC 9110 §9.1): `get` is not GET. CONNECT,
+  // TRACE and TRACK are never served (and `new Request` refuses them).
+  if (!KNOWN_METHODS.has(method)) {
+    throw new RequestHeadError(
+      STATUS.NotImplemented,
+      "Cannot serve request: the method is not implemented (methods are upper case)",
+    );
+  }
   if (!TARGET.test(target) || !(target.startsWith("/") || /^https?:\/\//i.test(target))) {
     throw new RequestHeadError(STATUS.BadRequest, "Cannot read request: malformed request target");
   }
@@ -145,6 +156,10 @@ export function parseRequestHead(head: string, limits: RequestHeadLimits = {}): 
   const hosts = values("host");
   if (hosts.length > 1) {
     throw new RequestHeadError(STATUS.BadRequest, "Cannot read request: more than one Host");
+  }
+  if (hosts.length === 0 && minorVersion === 1) {
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused (an empty Host is fine).
+    throw new RequestHeadError(STATUS.BadRequest, "Cannot read request: no Host");
   }
   const connection = tokens(values("connection"));
   const expect = values("expect").map((value) => value.toLowerCase());
