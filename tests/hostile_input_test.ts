@@ -72,7 +72,7 @@ Deno.test("a corpus of 10,000 hostile requests is answered with 4xx only and cha
       ...await serverArgs(channel, tls, token, "::"),
     ]);
     // Requests without a valid token come from ::1, the others from 127.0.0.1,
-    // and each invalid one names its own client address in X-Forwarded-For
+    // and each invalid one names its own client address (its own /64) in X-Forwarded-For
     // (the server trusts it from loopback): the failed-token throttle (10
     // failures at once per address, then held back) is tested in
     // abuse_test.ts; here it must not hold the corpus away from the parsers.
@@ -122,7 +122,7 @@ Deno.test("a corpus of 10,000 hostile requests is answered with 4xx only and cha
           fetch(new URL(request.path, origins[request.credentials]), {
             method: request.method,
             headers: request.credentials === "invalid"
-              ? { ...request.headers, "x-forwarded-for": `2001:db8::${index.toString(16)}` }
+              ? { ...request.headers, "x-forwarded-for": `2001:db8:${index.toString(16)}::1` }
               : request.headers,
             ...(request.body === undefined ? {} : { body: request.body }),
             client: via,

@@ -269,14 +269,14 @@ Deno.test("a 3 MiB file goes out byte for byte through the server's reused send 
   assert.equal((await connection.readResponse()).status, 200);
 });
 
-Deno.test("methods are case-sensitive: 'head', 'get' with a body, TRACE, TRACK and CONNECT get 501 before any handler, each logged; an HTTP/1.1 request without Host gets 400 (an empty Host is served)", async () => {
+Deno.test("methods are case-sensitive: 'head', 'get' with a body, TRACE, TRACK and CONNECT get 405 before any handler, each logged; an HTTP/1.1 request without Host gets 400 (an empty Host is served)", async () => {
   await using setup = await setUp();
   const refused: [string, number][] = [
-    ["head /noarch/repodata.json HTTP/1.1\r\nHost: x\r\n\r\n", 501],
-    ["get /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", 501],
-    ["TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 501],
-    ["TRACK / HTTP/1.1\r\nHost: x\r\n\r\n", 501],
-    ["CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n", 501],
+    ["head /noarch/repodata.json HTTP/1.1\r\nHost: x\r\n\r\n", 405],
+    ["get /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", 405],
+    ["TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405],
+    ["TRACK / HTTP/1.1\r\nHost: x\r\n\r\n", 405],
+    ["CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n", 405],
     ["GET /health HTTP/1.1\r\n\r\n", 400],
   ];
   for (const [head, status] of refused) {
@@ -291,7 +291,7 @@ Deno.test("methods are case-sensitive: 'head', 'get' with a body, TRACE, TRACK a
     );
   }
   await setup.server.waitForLine(
-    /WARN request head refused status=501 reason="Cannot serve request: the method is not implemented/,
+    /WARN request head refused status=405 reason="Cannot serve request: the method is not allowed/,
   );
   await setup.server.waitForLine(
     /WARN request head refused status=400 reason="Cannot read request: no Host" client=127\.0\.0\.1/,

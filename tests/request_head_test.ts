@@ -44,11 +44,11 @@ Deno.test("parseRequestHead() refuses every ambiguous or malformed head with its
     [`GET /${"a".repeat(9000)} HTTP/1.1`, 414],
     [`GET / HTTP/1.1${"\r\nX: 1".repeat(101)}`, 431],
     ["GET / HTTP/1.1", 400], // no Host
-    ["get / HTTP/1.1\r\nHost: x", 501],
-    ["head / HTTP/1.1\r\nHost: x", 501],
-    ["TRACE / HTTP/1.1\r\nHost: x", 501],
-    ["TRACK / HTTP/1.1\r\nHost: x", 501],
-    ["CONNECT x:443 HTTP/1.1\r\nHost: x:443", 501],
+    ["get / HTTP/1.1\r\nHost: x", 405],
+    ["head / HTTP/1.1\r\nHost: x", 405],
+    ["TRACE / HTTP/1.1\r\nHost: x", 405],
+    ["TRACK / HTTP/1.1\r\nHost: x", 405],
+    ["CONNECT x:443 HTTP/1.1\r\nHost: x:443", 405],
   ];
   for (const [head, status] of cases) {
     assert.throws(

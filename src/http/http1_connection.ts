@@ -41,6 +41,8 @@ export interface Http1ConnectionOptions {
 }
 
 const ENCODER = new TextEncoder();
+/** The `Allow` of a 405 for a method no route knows. */
+const ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE";
 const CONTINUE = ENCODER.encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** How long a closing connection goes on reading (and dropping) what the client still sends. */
 const LINGER_MS = 2_000;
@@ -270,7 +272,10 @@ export class Http1Connection {
     });
     const response = new Response(error.message + "\n", {
       status: error.status,
-      headers: { "content-type": "text/plain; charset=utf-8" },
+      headers: {
+        "content-type": "text/plain; charset=utf-8",
+        ...(error.status === STATUS.MethodNotAllowed ? { allow: ALLOWED_METHODS } : {}),
+      },
     });
     await writeResponse(response, {
       head: false,

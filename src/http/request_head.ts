@@ -13,11 +13,11 @@
 import { STATUS, type Status } from "./status.ts";
 
 /** A request head that cannot be served: the status to answer and why. */
-/** The methods this server answers (others: 501 before any handler runs). */
+/** The methods this server answers (others: 405 before any handler runs). */
 const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]);
 
 export class RequestHeadError extends Error {
-  /** 400, 414, 417, 431, 501 or 505. */
+  /** 400, 405, 414, 417, 431, 501 or 505. */
   readonly status: Status;
 
   constructor(status: Status, message: string) {
@@ -118,8 +118,8 @@ export function parseRequestHead(head: string, limits: RequestHeadLimits = {}): 
   // TRACE and TRACK are never served (and `new Request` refuses them).
   if (!KNOWN_METHODS.has(method)) {
     throw new RequestHeadError(
-      STATUS.NotImplemented,
-      "Cannot serve request: the method is not implemented (methods are upper case)",
+      STATUS.MethodNotAllowed,
+      "Cannot serve request: the method is not allowed (methods are upper case)",
     );
   }
   if (!TARGET.test(target) || !(target.startsWith("/") || /^https?:\/\//i.test(target))) {
