@@ -598,3 +598,33 @@ Deno.test("a mint request whose body stalls is answered 408 at --body_timeout, a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+for (const plain of [false, true]) {
+  Deno.test(
+    `a held wrong token whose client half-closes over ${
+      plain ? "plain HTTP" : "TLS"
+    } gets no early answer: the connection is closed without one`,
+    async () => {
+      await using program = await startProgram([], { plain });
+      const send = async (i: number) => {
+        const connection = await openConnection(program);
+        await connection.send(
+          `PUT /linux-64/held-1.0-0.conda HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong-${i}\r\nContent-Length: 4\r\n\r\nbody`,
+        );
+        return connection;
+      };
+      for (let i = 0; i < 10; i++) {
+        using connection = await send(i);
+        assert.equal((await connection.readResponse()).status, STATUS.Unauthorized);
+      }
+      using held = await send(10);
+      assert.ok(
+        await eventually(async () => await program.metric("auh_auth_held") === 1, 10_000),
+        "the 11th failure is held",
+      );
+      await held.conn.closeWrite();
+      await assert.rejects(held.readResponse(), /the connection ended/);
+      assert.equal(await program.metric("auh_auth_held"), 0);
+    },
+  );
+}

@@ -223,6 +223,15 @@ export class Http1Connection {
     } catch (error) {
       response = errorResponse(error instanceof HttpError ? error : new Error("handler failed"));
     }
+    if (abort.signal.aborted) {
+      // The client ended or reset its side while the handler ran: no answer is
+      // sent (a held failed-token answer let go because its client left must not
+      // reach a client that only half-closed), and the connection is closed.
+      await response.body?.cancel().catch(() => {});
+      this.#requestAbort = undefined;
+      completed();
+      return false;
+    }
     // Keep the connection only if the next request's first byte is known: the body was
     // read to its end, or what is left is small and the client is sending it.
     let keepAlive = head.keepAlive && !this.#draining;
