@@ -582,7 +582,16 @@ Deno.test("a mint request whose body stalls is answered 408 at --body_timeout, a
         await buildPackage(spec),
       );
       await expectStatus(response, STATUS.Created);
-      const answers = await Promise.all(stalled.map((connection) => connection.readResponse()));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const answers = await Promise.race([
+        Promise.all(stalled.map((connection) => connection.readResponse())),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error("stalled mints unanswered after 15 s")),
+            15_000,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
       assert.deepEqual(
         answers.map((answer) => answer.status),
         Array(33).fill(STATUS.RequestTimeout),
