@@ -14,7 +14,12 @@ import { TokenVerifier } from "../src/auth/token_verifier.ts";
 import { ConfigError, resolveServerConfig } from "../src/config.ts";
 import type { ServerFlags } from "../src/cli/command_line.ts";
 import { writePackage } from "./helpers/conda_package.ts";
-import { curlUpload, startServerProcess, writeTestTls } from "./helpers/server_process.ts";
+import {
+  curlUpload,
+  listenArgs,
+  startServerProcess,
+  writeTestTls,
+} from "./helpers/server_process.ts";
 
 const HASH_A = "a".repeat(64);
 const HASH_B = "B".repeat(64);
@@ -178,16 +183,7 @@ Deno.test("SIGHUP re-reads the token hash file: a rotated token takes over, and 
     const file = join(dir, "token-hashes");
     await Deno.writeTextFile(file, `${await hashToken("old-token")} name=release-bot\n`);
     await using server = await startServerProcess([
-      "-d",
-      channel,
-      "-p",
-      "0",
-      "--host",
-      "127.0.0.1",
-      "-c",
-      tls.certFile,
-      "-k",
-      tls.keyFile,
+      ...listenArgs(channel, tls),
       "--token_hash_file",
       file,
     ]);

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildPackage, packageFilename, type PackageSpec } from "./helpers/conda_package.ts";
 import { startOidcIssuer } from "./helpers/oidc_issuer.ts";
-import { startServerProcess, writeTestTls } from "./helpers/server_process.ts";
+import { listenArgs, startServerProcess, writeTestTls } from "./helpers/server_process.ts";
 import { actionsIdToken, postMintToken } from "./helpers/trusted_publishing_client.ts";
 import { channelPackages, rattlerPrefixForm, spoolEntries } from "./helpers/upload_clients.ts";
 
@@ -38,16 +38,7 @@ Deno.test("rattler's trusted publishing against the program: Actions ID token, m
       }]),
     );
     await using server = await startServerProcess([
-      "-d",
-      channel,
-      "-p",
-      "0",
-      "--host",
-      "127.0.0.1",
-      "-c",
-      tls.certFile,
-      "-k",
-      tls.keyFile,
+      ...listenArgs(channel, tls),
       "--trusted_publishers",
       publishers,
       "--server_name",

@@ -10,6 +10,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serverPermissionFlags } from "../../src/permissions.ts";
+import { listenArgs } from "../../tests/helpers/server_process.ts";
 
 /** The repository root. */
 export const REPO_ROOT: string = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -100,16 +101,7 @@ export async function startOurServer(
     "--config",
     DENO_JSON,
     MAIN_TS,
-    "-d",
-    channelRoot,
-    "-p",
-    "0",
-    "--host",
-    "127.0.0.1",
-    "-c",
-    tls.certFile,
-    "-k",
-    tls.keyFile,
+    ...listenArgs(channelRoot, tls),
     "-t",
     tokenHash,
     ...(options.condaExe === undefined ? [] : ["-e", options.condaExe]),

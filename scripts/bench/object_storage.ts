@@ -23,7 +23,11 @@ import {
   packageFilename,
   writeLargePackage,
 } from "../../tests/helpers/conda_package.ts";
-import { type ServerProcess, startServerProcess } from "../../tests/helpers/server_process.ts";
+import {
+  listenArgs,
+  type ServerProcess,
+  startServerProcess,
+} from "../../tests/helpers/server_process.ts";
 import { startCephRgw, stopCephRgw } from "../ceph_rgw.ts";
 import { S3ObjectStore } from "../../src/storage/s3_object_store.ts";
 import { s3SettingsFromEnv } from "../../src/storage/s3_location.ts";
@@ -67,18 +71,9 @@ async function _replica(
   const work = join(context.tmp, `replica-${prefix}-${name}`);
   await Deno.mkdir(work, { recursive: true });
   return await startServerProcess([
-    "-d",
-    work,
+    ...listenArgs(work, context.tls),
     "--storage",
     `s3://${BUCKET}/${prefix}`,
-    "-p",
-    "0",
-    "--host",
-    "127.0.0.1",
-    "-c",
-    context.tls.certFile,
-    "-k",
-    context.tls.keyFile,
     "-t",
     context.tokenHash,
     "--max_upload_size",
@@ -90,16 +85,7 @@ async function _fsServer(context: BenchContext, name: string): Promise<ServerPro
   const channel = join(context.tmp, `fs-${name}`);
   await Deno.mkdir(channel, { recursive: true });
   return await startServerProcess([
-    "-d",
-    channel,
-    "-p",
-    "0",
-    "--host",
-    "127.0.0.1",
-    "-c",
-    context.tls.certFile,
-    "-k",
-    context.tls.keyFile,
+    ...listenArgs(channel, context.tls),
     "-t",
     context.tokenHash,
   ], { startTimeoutMs: 120_000 });

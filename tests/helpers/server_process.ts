@@ -486,8 +486,21 @@ export async function curlUpload(
 }
 
 /**
- * The usual command line of a test server: the channel, any free port on
- * `host`, the TLS files and one token (given as its hash, as in production).
+ * The command line of a test server without any token: the channel (or
+ * work directory), any free port on `host` and the TLS files. Callers add
+ * how clients are authorised (`-t`, `--token_hash_file`, ...).
+ */
+export function listenArgs(
+  channel: string,
+  tls: { certFile: string; keyFile: string },
+  host = "127.0.0.1",
+): string[] {
+  return ["-d", channel, "-p", "0", "--host", host, "-c", tls.certFile, "-k", tls.keyFile];
+}
+
+/**
+ * The usual command line of a test server: {@linkcode listenArgs} and one
+ * token (given as its hash, as in production).
  */
 export async function serverArgs(
   channel: string,
@@ -495,18 +508,5 @@ export async function serverArgs(
   token: string,
   host = "127.0.0.1",
 ): Promise<string[]> {
-  return [
-    "-d",
-    channel,
-    "-p",
-    "0",
-    "--host",
-    host,
-    "-c",
-    tls.certFile,
-    "-k",
-    tls.keyFile,
-    "-t",
-    await hashToken(token),
-  ];
+  return [...listenArgs(channel, tls, host), "-t", await hashToken(token)];
 }
