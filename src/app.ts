@@ -32,6 +32,7 @@ import { UploadGate } from "./upload/upload_gate.ts";
 import type { ChannelStore } from "./storage/channel_store.ts";
 import { type OpenChannel, openChannel } from "./open_channel.ts";
 import { type UploadEvents, UploadService } from "./upload/upload_service.ts";
+import { fileReadReason } from "./file_read_reason.ts";
 
 export type { TlsPem } from "./listener.ts";
 
@@ -419,14 +420,7 @@ async function readTls(files: { certFile: string; keyFile: string }): Promise<Tl
     try {
       return await Deno.readTextFile(path);
     } catch (error) {
-      const reason = error instanceof Deno.errors.NotFound
-        ? "no such file"
-        : error instanceof Deno.errors.PermissionDenied
-        ? "permission denied"
-        : error instanceof Error
-        ? error.message
-        : String(error);
-      throw new ConfigError(`Cannot start: cannot read ${what} ${path}: ${reason}`);
+      throw new ConfigError(`Cannot start: cannot read ${what} ${path}: ${fileReadReason(error)}`);
     }
   };
   const cert = await read(files.certFile, "certificate");

@@ -3,6 +3,8 @@
  * publishers) and parses it, so that every failure reads the same way.
  */
 
+import { fileReadReason } from "../file_read_reason.ts";
+
 /**
  * Reads `path` as text and hands it to `parse`. Throws an `Error` whose
  * message names the file ("Cannot read <what> <path>: <reason>"), whether the
@@ -17,14 +19,7 @@ export async function readAuthFile<T>(
   try {
     text = await Deno.readTextFile(path);
   } catch (error) {
-    const reason = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new Error(`Cannot read ${what} ${path}: ${reason}`);
+    throw new Error(`Cannot read ${what} ${path}: ${fileReadReason(error)}`);
   }
   try {
     return parse(text);
