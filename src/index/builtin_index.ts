@@ -83,7 +83,7 @@ export class BuiltinIndex implements ChannelIndexer {
    * @example Usage
    * ```ts ignore
    * import { BuiltinIndex } from "./builtin_index.ts";
-   * import { ChannelStore } from "../storage/channel_storage.ts";
+   * import { ChannelStorage } from "../storage/channel_storage.ts";
    * const index = await BuiltinIndex.open(await ChannelStorage.open("./channel"));
    * const report = await index.reconcile();
    * console.log(report.added.length, report.unchanged);

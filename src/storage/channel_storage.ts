@@ -35,18 +35,6 @@ import type {
 import { PackageExistsError } from "./channel_store.ts";
 import { fileSliceStream } from "./file_slice_stream.ts";
 
-export type {
-  AtomicFile,
-  ChannelEntry,
-  ChannelStore,
-  OpenedFile,
-  PublishOptions,
-  ServableFile,
-  SpoolFile,
-  WriteOptions,
-} from "./channel_store.ts";
-export { PackageExistsError } from "./channel_store.ts";
-
 /** Name of the private directory holding in-flight uploads. */
 export const SPOOL_DIR_NAME = ".upload-spool";
 

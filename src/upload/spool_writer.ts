@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
 import type { FileDigest } from "../package/package_metadata.ts";
-import type { SpoolFile } from "../storage/channel_storage.ts";
+import type { SpoolFile } from "../storage/channel_store.ts";
 
 /** Options for {@linkcode writeSpool}. */
 export interface WriteSpoolOptions {
