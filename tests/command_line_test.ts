@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { SERVER_FLAGS } from "../src/cli/command_line.ts";
+import { mapLimited } from "../src/map_limited.ts";
 import { writePackage } from "./helpers/conda_package.ts";
 import {
   curlUpload,
@@ -46,24 +47,6 @@ function assertOneLineFailure(result: ProgramResult, code: number, pattern: RegE
   assert.match(lines[0]!, new RegExp(`^${PROGRAM}: `), detail);
   assert.match(lines[0]!, pattern, detail);
   assert.doesNotMatch(result.stderr, /Uncaught|\n\s+at /, detail);
-}
-
-/** `map` with at most `limit` calls of `fn` in flight; results in input order. */
-async function mapConcurrently<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 const TOKEN = "mysecuretoken";
@@ -113,7 +96,7 @@ Deno.test("--version prints the version of deno.json", async () => {
 
 Deno.test("hash-token TOKEN equals the original tool's salted sha256", async () => {
   const tokens = [TOKEN, "tök€n with spaces"];
-  const results = await mapConcurrently(tokens, 2, (token) => runProgram(["hash-token", token]));
+  const results = await mapLimited(tokens, 2, (token) => runProgram(["hash-token", token]));
   for (const [index, result] of results.entries()) {
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, `${await pythonHash(tokens[index]!)}\n`);
@@ -227,7 +210,7 @@ Deno.test("start-up problems are one clear line on stderr and a non-zero exit", 
     ["unknown flag", ["-d", channel, "--no-such-flag", "-t", TOKEN_HASH], 2, /--no-such-flag/],
   ];
   // the runs are independent: run them side by side, then check each
-  const results = await mapConcurrently(cases, 3, ([, args]) => runProgram(args));
+  const results = await mapLimited(cases, 3, ([, args]) => runProgram(args));
   for (const [index, [name, , code, pattern]] of cases.entries()) {
     await t.step(name, () => assertOneLineFailure(results[index]!, code, pattern));
   }

@@ -23,6 +23,7 @@
  */
 
 import { ObjectExistsError, type ObjectStore } from "./object_store.ts";
+import { mapLimited } from "../map_limited.ts";
 
 /** One event of the log. */
 export interface LogEvent<E> {
@@ -255,21 +256,4 @@ export class ObjectEventLog<E, S> {
     await mapLimited(doomed, 8, (key) => this.#store.delete(key));
     return doomed.length;
   }
-}
-
-async function mapLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  task: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await task(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
