@@ -216,6 +216,24 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async put(key: string, bytes: Uint8Array, options: PutOptions = {}): Promise<string> {
+    const { response, retried } = await this.#conditionalPut(key, options, { body: bytes });
+    if (response.status === 412) {
+      if (retried && await this.#isOwnObject(key, bytes)) {
+        return `"${md5Hex(bytes)}"`;
+      }
+      throw options.createOnly ? new ObjectExistsError(key) : new PreconditionFailedError(key);
+    }
+    return response.headers.get("etag") ?? `"${md5Hex(bytes)}"`;
+  }
+
+  // One PUT carrying the options' metadata and conditions, retried by
+  // #send; its answer (200 or 412, body consumed) and whether it was sent
+  // more than once (a 412 may then answer our own earlier attempt).
+  async #conditionalPut(
+    key: string,
+    options: PutOptions,
+    payload: Pick<SendOptions, "body" | "file">,
+  ): Promise<{ response: Response; retried: boolean }> {
     const headers = objectHeaders(options);
     if (options.createOnly) headers["if-none-match"] = "*";
     if (options.ifMatch !== undefined) headers["if-match"] = options.ifMatch;
@@ -224,18 +242,12 @@ export class S3ObjectStore implements ObjectStore {
       method: "PUT",
       key,
       headers,
-      body: bytes,
+      ...payload,
       expect: [200, 412],
       onAttempt: () => attempt++,
     });
     await response.body?.cancel();
-    if (response.status === 412) {
-      if (attempt > 1 && await this.#isOwnObject(key, bytes)) {
-        return `"${md5Hex(bytes)}"`;
-      }
-      throw options.createOnly ? new ObjectExistsError(key) : new PreconditionFailedError(key);
-    }
-    return response.headers.get("etag") ?? `"${md5Hex(bytes)}"`;
+    return { response, retried: attempt > 1 };
   }
 
   // After a retried create-only PUT answered 412: was the first attempt ours?
@@ -262,14 +274,20 @@ export class S3ObjectStore implements ObjectStore {
       const etags = await this.#uploadParts(path, size, key, uploadId, options);
       return await this.#completeMultipart(key, uploadId, etags, options);
     } catch (error) {
-      await this.#send({
-        method: "DELETE",
-        key,
-        query: { uploadId },
-        expect: [204, 200, 404],
-      }).then((response) => response.body?.cancel()).catch(() => {});
+      await this.#abortMultipart(key, uploadId);
       throw error;
     }
+  }
+
+  // Best effort: a multipart upload left behind costs storage until the
+  // bucket's lifecycle rule ends it, never correctness.
+  async #abortMultipart(key: string, uploadId: string): Promise<void> {
+    await this.#send({
+      method: "DELETE",
+      key,
+      query: { uploadId },
+      expect: [204, 200, 404],
+    }).then((response) => response.body?.cancel()).catch(() => {});
   }
 
   async #putFileWhole(
@@ -278,21 +296,11 @@ export class S3ObjectStore implements ObjectStore {
     key: string,
     options: PutOptions,
   ): Promise<string> {
-    const headers = objectHeaders(options);
-    if (options.createOnly) headers["if-none-match"] = "*";
-    if (options.ifMatch !== undefined) headers["if-match"] = options.ifMatch;
-    let attempt = 0;
-    const response = await this.#send({
-      method: "PUT",
-      key,
-      headers,
+    const { response, retried } = await this.#conditionalPut(key, options, {
       file: { path, offset: 0, length: size },
-      expect: [200, 412],
-      onAttempt: () => attempt++,
     });
-    await response.body?.cancel();
     if (response.status === 412) {
-      if (attempt > 1) {
+      if (retried) {
         const info = await this.head(key);
         if (info?.size === size && info.etag === `"${await md5OfFile(path)}"`) return info.etag;
       }
@@ -348,14 +356,7 @@ export class S3ObjectStore implements ObjectStore {
         etags[partNumber - 1] = etag;
       },
       complete: async () => await this.#completeMultipart(key, uploadId, etags, {}),
-      abort: async () => {
-        await this.#send({
-          method: "DELETE",
-          key,
-          query: { uploadId },
-          expect: [204, 200, 404],
-        }).then((response) => response.body?.cancel()).catch(() => {});
-      },
+      abort: async () => await this.#abortMultipart(key, uploadId),
     };
   }
 
