@@ -1,23 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ChannelStorage } from "../src/storage/channel_storage.ts";
+import { type TempChannel, tempChannel } from "./helpers/temp_channel.ts";
 
-interface TempStorage extends AsyncDisposable {
-  root: string;
-  storage: ChannelStorage;
-}
-
-async function tempStorage(): Promise<TempStorage> {
-  const root = await Deno.makeTempDir({ prefix: "channel-storage-" });
-  const storage = await ChannelStorage.open(root);
-  return {
-    root,
-    storage,
-    async [Symbol.asyncDispose]() {
-      storage.close();
-      await Deno.remove(root, { recursive: true });
-    },
-  };
+function tempStorage(): Promise<TempChannel> {
+  return tempChannel("channel-storage-");
 }
 
 async function names(directory: string): Promise<string[]> {

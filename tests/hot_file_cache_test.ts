@@ -2,29 +2,14 @@ import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import { type HotFile, HotFileCache } from "../src/serve/hot_file_cache.ts";
 import { ChannelStorage } from "../src/storage/channel_storage.ts";
+import { type TempChannel, tempChannel } from "./helpers/temp_channel.ts";
 
 const encoder = new TextEncoder();
 
-interface Channel extends AsyncDisposable {
-  root: string;
-  storage: ChannelStorage;
-}
-
-async function makeChannel(files: Record<string, string>): Promise<Channel> {
-  const root = await Deno.makeTempDir({ prefix: "hot_file_cache_test_" });
-  await Deno.mkdir(`${root}/linux-64`);
-  for (const [path, text] of Object.entries(files)) {
-    await Deno.writeTextFile(`${root}/${path}`, text);
-  }
-  const storage = await ChannelStorage.open(root);
-  return {
-    root,
-    storage,
-    async [Symbol.asyncDispose]() {
-      storage.close();
-      await Deno.remove(root, { recursive: true });
-    },
-  };
+async function makeChannel(files: Record<string, string>): Promise<TempChannel> {
+  const channel = await tempChannel("hot_file_cache_test_", files);
+  await Deno.mkdir(`${channel.root}/linux-64`, { recursive: true });
+  return channel;
 }
 
 /** The file as the cache gives it, and whether it came from memory (no read). */

@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { inspectPackage } from "../../src/package/inspect_package.ts";
 import type { PackageRecordSource } from "../../src/package/package_metadata.ts";
 import { ChannelStorage } from "../../src/storage/channel_storage.ts";
@@ -16,13 +16,25 @@ export interface TempChannel extends AsyncDisposable {
   storage: ChannelStorage;
 }
 
-/** Makes an empty channel in a new temporary directory named after `prefix`. */
-export async function tempChannel(prefix: string): Promise<TempChannel> {
+/**
+ * Makes a channel in a new temporary directory named after `prefix`, holding
+ * `files` (channel-relative path to text; their directories are made).
+ */
+export async function tempChannel(
+  prefix: string,
+  files: Record<string, string> = {},
+): Promise<TempChannel> {
   const root = await Deno.makeTempDir({ prefix });
+  for (const [path, text] of Object.entries(files)) {
+    await Deno.mkdir(dirname(join(root, path)), { recursive: true });
+    await Deno.writeTextFile(join(root, path), text);
+  }
+  const storage = await ChannelStorage.open(root);
   return {
     root,
-    storage: await ChannelStorage.open(root),
+    storage,
     async [Symbol.asyncDispose]() {
+      storage.close();
       await Deno.remove(root, { recursive: true });
     },
   };
