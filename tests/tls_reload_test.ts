@@ -60,16 +60,21 @@ async function writePair(dir: string, pem: PemKeyPair): Promise<void> {
   await Deno.writeTextFile(join(dir, "cert.pem"), pem.cert);
 }
 
+/** `<dir>/channel` made, two fresh pairs A and B, and A written as the served pair. */
+async function channelWithTwoPairs(
+  dir: string,
+): Promise<{ channel: string; a: PemKeyPair; b: PemKeyPair }> {
+  const channel = join(dir, "channel");
+  await Deno.mkdir(channel);
+  const [a, b] = await Promise.all([createSelfSignedCertificate(), createSelfSignedCertificate()]);
+  await writePair(dir, a);
+  return { channel, a, b };
+}
+
 Deno.test("SIGHUP re-reads the certificate files: new connections get certificate B, only B's CA is trusted, and an upload running across the reload and a SIGTERM completes", async () => {
   const dir = await Deno.makeTempDir({ prefix: "auh-tls-" });
   try {
-    const channel = join(dir, "channel");
-    await Deno.mkdir(channel);
-    const [a, b] = await Promise.all([
-      createSelfSignedCertificate(),
-      createSelfSignedCertificate(),
-    ]);
-    await writePair(dir, a);
+    const { channel, a, b } = await channelWithTwoPairs(dir);
     await using server = await startServerProcess([
       ...await serverArgs(channel, {
         certFile: join(dir, "cert.pem"),
@@ -132,13 +137,7 @@ Deno.test("a changed certificate file is picked up within tlsPollMs without a si
   const dir = await Deno.makeTempDir({ prefix: "auh-tls-poll-" });
   const logs: string[] = [];
   try {
-    const channel = join(dir, "channel");
-    await Deno.mkdir(channel);
-    const [a, b] = await Promise.all([
-      createSelfSignedCertificate(),
-      createSelfSignedCertificate(),
-    ]);
-    await writePair(dir, a);
+    const { channel, a, b } = await channelWithTwoPairs(dir);
     const config = await resolveServerConfig({
       writeDir: channel,
       port: "0",
