@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serverPermissionFlags } from "../../src/permissions.ts";
 import { listenArgs } from "../../tests/helpers/server_process.ts";
+import { watchChild } from "./watched_child.ts";
 
 /** The repository root. */
 export const REPO_ROOT: string = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -236,34 +237,11 @@ async function _spawnListening(
     }
     if (pending !== "") lines.push(pending);
   })().catch(() => {});
-  let exited = false;
-  const status = child.status.then((status) => {
-    exited = true;
-    return status;
-  });
+  const watched = watchChild(child);
+  const status = watched.status;
 
   const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // exited meanwhile
-      }
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = await Promise.race([
-      status.then(() => false),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), 20_000)),
-    ]);
-    clearTimeout(timer);
-    if (late) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // exited meanwhile
-      }
-    }
-    await status;
+    await watched.stop("SIGTERM", 20_000);
     await reading;
   };
 

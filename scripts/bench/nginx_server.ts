@@ -11,6 +11,7 @@
 
 import { join } from "node:path";
 import type { BenchTls } from "./bench_process.ts";
+import { watchChild } from "./watched_child.ts";
 
 /** A running nginx. */
 export interface NginxServer {
@@ -103,30 +104,15 @@ export async function startNginx(
     stderr: "piped",
   }).spawn();
   const stderr = new Response(child.stderr).text();
-  let exited = false;
-  const status = child.status.then((status) => {
-    exited = true;
-    return status;
-  });
+  const watched = watchChild(child);
   const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGQUIT");
-      } catch {
-        // exited meanwhile
-      }
-    }
-    const timer = setTimeout(() => {
-      if (!exited) child.kill("SIGKILL");
-    }, 10_000);
-    await status;
-    clearTimeout(timer);
+    await watched.stop("SIGQUIT", 10_000);
     await stderr;
   };
   const url = `https://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (exited) {
+    if (watched.exited) {
       const log = await Deno.readTextFile(join(directory, "error.log")).catch(() => "");
       throw new Error(`Cannot start nginx: it exited: ${(await stderr).trim()} ${log.trim()}`);
     }
