@@ -14,7 +14,12 @@
 import { join } from "node:path";
 import { buildPackage, packageFilename } from "../../tests/helpers/conda_package.ts";
 import { type BenchContext, copyTree, countLabel, removeAll } from "./bench_context.ts";
-import { type BenchServer, startOurServer, startReferenceServer } from "./bench_process.ts";
+import {
+  type BenchServer,
+  type OurServerOptions,
+  startOurServer,
+  startReferenceServer,
+} from "./bench_process.ts";
 import type { ChannelTemplate } from "./channel_template.ts";
 import { figure, percent, times } from "./report_table.ts";
 import { median, percentile } from "./stats.ts";
@@ -194,21 +199,37 @@ async function _ourRun(
   concurrency: number,
   options: { check: boolean; label: string },
 ): Promise<_Run> {
+  const profile = context.profileDir === undefined
+    ? {}
+    : { cpuProfDir: join(context.profileDir, options.label) };
+  return await _withOurServer(context, template, profile, async (server) => {
+    _checkTrusted(server, template);
+    const run = await _uploadRun(server, context, items, concurrency);
+    if (options.check) await _checkIndexed(server, context, template.count + items.length);
+    return run;
+  });
+}
+
+/**
+ * Runs `use` against our server on a fresh copy of the template channel;
+ * the server is stopped and the copy removed afterwards.
+ */
+async function _withOurServer<T>(
+  context: BenchContext,
+  template: ChannelTemplate,
+  options: Omit<OurServerOptions, "tls" | "tokenHash">,
+  use: (server: BenchServer) => Promise<T>,
+): Promise<T> {
   const channel = join(context.tmp, "channel");
   await copyTree(template.root, channel);
   try {
     const server = await startOurServer(channel, {
       tls: context.tls,
       tokenHash: context.tokenHash,
-      ...(context.profileDir === undefined
-        ? {}
-        : { cpuProfDir: join(context.profileDir, options.label) }),
+      ...options,
     });
     try {
-      _checkTrusted(server, template);
-      const run = await _uploadRun(server, context, items, concurrency);
-      if (options.check) await _checkIndexed(server, context, template.count + items.length);
-      return run;
+      return await use(server);
     } finally {
       await server.stop();
     }
@@ -253,30 +274,17 @@ async function _benchCondaExe(
   const rates: number[] = [];
   const runsPerUpload: number[] = [];
   for (let run = 0; run < context.plan.condaExeRuns; run++) {
-    const channel = join(context.tmp, "channel");
-    await copyTree(template.root, channel);
-    try {
-      const server = await startOurServer(channel, {
-        tls: context.tls,
-        tokenHash: context.tokenHash,
-        condaExe,
-      });
-      try {
-        const result = await _uploadRun(server, context, items, 8);
-        const condaRuns = server.lines.filter((line) => /\bconda index done\b/.test(line)).length;
-        rates.push(result.perSecond);
-        runsPerUpload.push(condaRuns / items.length);
-        context.progress(
-          `-e run ${run + 1}/${context.plan.condaExeRuns}: ${
-            result.perSecond.toFixed(1)
-          }/s, ${condaRuns} conda runs for ${items.length} uploads`,
-        );
-      } finally {
-        await server.stop();
-      }
-    } finally {
-      await removeAll(channel);
-    }
+    await _withOurServer(context, template, { condaExe }, async (server) => {
+      const result = await _uploadRun(server, context, items, 8);
+      const condaRuns = server.lines.filter((line) => /\bconda index done\b/.test(line)).length;
+      rates.push(result.perSecond);
+      runsPerUpload.push(condaRuns / items.length);
+      context.progress(
+        `-e run ${run + 1}/${context.plan.condaExeRuns}: ${
+          result.perSecond.toFixed(1)
+        }/s, ${condaRuns} conda runs for ${items.length} uploads`,
+      );
+    });
   }
   const rate = median(rates);
   const share = median(runsPerUpload);
