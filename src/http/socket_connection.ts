@@ -7,6 +7,7 @@
  * @module
  */
 
+import { concatBytes } from "../concat_bytes.ts";
 import type { Duplex } from "node:stream";
 
 /** Unread bytes above which the socket stops reading (the client is slowed by TCP). */
@@ -145,7 +146,9 @@ export class SocketConnection implements ByteConnection {
       return Promise.reject(this.#error ?? new Error("Cannot write: the connection is closed"));
     }
     // Parts joined here cost less than a corked write of each (node's `writev` path).
-    if (socket.write(data instanceof Uint8Array ? data : joinBytes(data))) return Promise.resolve();
+    if (socket.write(data instanceof Uint8Array ? data : joinedParts(data))) {
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve, reject) => {
       const done = () => {
         socket.off("drain", done);
@@ -233,7 +236,7 @@ export class TcpConnection implements ByteConnection {
   }
 
   async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    const bytes = data instanceof Uint8Array ? data : joinBytes(data);
+    const bytes = data instanceof Uint8Array ? data : joinedParts(data);
     let offset = 0;
     while (offset < bytes.length) {
       offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
@@ -264,16 +267,7 @@ export class TcpConnection implements ByteConnection {
 /** Largest single read from a `Deno.Conn`. */
 const READ_BYTES = 256 * 1024;
 
-/** `parts` as one buffer (the part itself when there is one). */
-export function joinBytes(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const joined = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.length;
-  }
-  return joined;
+/** `parts` as one buffer: the part itself when there is only one. */
+function joinedParts(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? parts[0]! : concatBytes(parts);
 }

@@ -123,28 +123,6 @@ export function recordFragment(filename: string, record: JsonObject): string {
   return _jsonString(filename) + ":" + canonicalJson(record);
 }
 
-/**
- * Concatenates byte strings: the cheap join of cached serialized fragments.
- *
- * @example Usage
- * ```ts
- * import { concatBytes } from "./repodata_record.ts";
- * const bytes = concatBytes([new TextEncoder().encode("1,"), new TextEncoder().encode("2")]);
- * console.log(new TextDecoder().decode(bytes)); // 1,2
- * ```
- */
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const bytes = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    bytes.set(part, at);
-    at += part.length;
-  }
-  return bytes;
-}
-
 const HAS_NON_ASCII = /[\u007f-\uffff]/;
 const NON_ASCII = /[\u007f-\uffff]/g;
 

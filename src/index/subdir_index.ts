@@ -9,10 +9,10 @@
  */
 
 import type { JsonObject, PackageRecordSource } from "../package/package_metadata.ts";
+import { concatBytes } from "../concat_bytes.ts";
 import { channelPath } from "../storage/channel_storage.ts";
 import {
   canonicalJson,
-  concatBytes,
   recordFragment,
   repodataRecord,
   type RepodataSection,

@@ -7,7 +7,7 @@
  */
 
 import type { JsonObject } from "../package/package_metadata.ts";
-import { concatBytes } from "./repodata_record.ts";
+import { concatBytes } from "../concat_bytes.ts";
 
 /**
  * Escapes text for use in HTML content and quoted attribute values.

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { concatBytes } from "../../src/index/repodata_record.ts";
+import { concatBytes } from "../../src/concat_bytes.ts";
 
 export { concatBytes };
 
