@@ -5,6 +5,7 @@
  * file body sent through two reused buffers.
  */
 
+import { concatBytes } from "../src/concat_bytes.ts";
 import assert from "node:assert/strict";
 import { writeResponse, type WriteResponseOptions } from "../src/http/response_writer.ts";
 
@@ -18,16 +19,8 @@ interface Written {
 function collecting(overrides: Partial<WriteResponseOptions> = {}): Written {
   const writes: Uint8Array[] = [];
   const sends: Uint8Array[] = [];
-  const join = (data: Uint8Array | readonly Uint8Array[]) => {
-    const parts = data instanceof Uint8Array ? [data] : data;
-    const joined = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-    let offset = 0;
-    for (const part of parts) {
-      joined.set(part, offset);
-      offset += part.length;
-    }
-    return joined;
-  };
+  const join = (data: Uint8Array | readonly Uint8Array[]) =>
+    concatBytes(data instanceof Uint8Array ? [data] : data);
   return {
     writes,
     sends,

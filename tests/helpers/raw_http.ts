@@ -6,6 +6,8 @@
  * @module
  */
 
+import { concatBytes } from "../../src/concat_bytes.ts";
+
 /** One parsed response. */
 export interface RawResponse {
   /** Status code. */
@@ -127,7 +129,7 @@ export class RawConnection implements Disposable {
       }
       if (size === 0) {
         this.#buffered = this.#buffered.subarray(2);
-        return _join(parts);
+        return concatBytes(parts);
       }
       parts.push(this.#buffered.slice(0, size));
       this.#buffered = this.#buffered.subarray(size + 2);
@@ -194,14 +196,4 @@ function _latin1(text: string): Uint8Array {
   const bytes = new Uint8Array(text.length);
   for (let index = 0; index < text.length; index++) bytes[index] = text.charCodeAt(index);
   return bytes;
-}
-
-function _join(parts: Uint8Array[]): Uint8Array {
-  const joined = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.length;
-  }
-  return joined;
 }
