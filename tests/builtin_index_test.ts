@@ -189,6 +189,50 @@ Deno.test("add() coalesces 200 concurrent adds into fewer writes, and all are on
   assert.equal(Object.keys(channeldata.packages).length, 200);
 });
 
+Deno.test("add() one at a time writes index.html and channeldata.json with every record", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const index = await BuiltinIndex.open(channel.storage);
+  const before = index.auxiliaryWriteCount;
+  for (let i = 0; i < 5; i++) {
+    await index.add(syntheticSource({ name: `solo${i}`, version: "1.0" }));
+    // Resolved: both already name the package.
+    assert.match(await readText(channel, "linux-64/index.html"), new RegExp(`solo${i}-1\\.0-0`));
+    assert.ok((await readChanneldata(channel)).packages[`solo${i}`], `solo${i} in channeldata`);
+  }
+  assert.equal(index.auxiliaryWriteCount - before, 5);
+});
+
+Deno.test("under a backlog index.html and channeldata.json are written less often, and completely at the end", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const index = await BuiltinIndex.open(channel.storage);
+  const writesBefore = index.writeCount;
+  const auxiliaryBefore = index.auxiliaryWriteCount;
+  // Waves of concurrent adds keep requests queued behind every cycle.
+  const waves: Promise<unknown>[] = [];
+  for (let wave = 0; wave < 20; wave++) {
+    waves.push(Promise.all(
+      Array.from(
+        { length: 10 },
+        (_, i) => index.add(syntheticSource({ name: `wave${wave}x${i}`, version: "1.0" })),
+      ),
+    ));
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await Promise.all(waves);
+  const writes = index.writeCount - writesBefore;
+  const auxiliary = index.auxiliaryWriteCount - auxiliaryBefore;
+  assert.ok(writes >= 2, `index writes: ${writes}`);
+  assert.ok(auxiliary < writes, `auxiliary writes ${auxiliary} of ${writes} index writes`);
+  const html = await readText(channel, "linux-64/index.html");
+  const channeldata = await readChanneldata(channel);
+  for (let wave = 0; wave < 20; wave++) {
+    for (let i = 0; i < 10; i++) {
+      assert.ok(html.includes(`wave${wave}x${i}-1.0-0.conda`), `wave${wave}x${i} in index.html`);
+      assert.ok(channeldata.packages[`wave${wave}x${i}`], `wave${wave}x${i} in channeldata`);
+    }
+  }
+});
+
 Deno.test("add() replaces the record of the same filename", async () => {
   await using channel = await tempChannel("builtin-index-");
   const index = await BuiltinIndex.open(channel.storage);

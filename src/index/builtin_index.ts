@@ -113,6 +113,11 @@ export class BuiltinIndex implements ChannelIndexer {
     return this.#cycle.writeCount;
   }
 
+  /** How many times `index.html` and `channeldata.json` have been written (together). */
+  get auxiliaryWriteCount(): number {
+    return this.#cycle.auxiliaryWriteCount;
+  }
+
   /**
    * Adds or replaces the record of a package whose file is published in
    * `metadata.subdir`; resolves once the subdir's index files containing it

@@ -35,6 +35,11 @@ export interface IndexWriteCycleOptions {
 }
 
 const CHANNELDATA = "channeldata.json";
+/**
+ * Least time between two writes of the auxiliary files (`index.html`,
+ * `channeldata.json`) while uploads queue up behind each other (ms).
+ */
+const AUXILIARY_INTERVAL_MS = 250;
 const decoder = new TextDecoder();
 
 interface _Request {
@@ -73,6 +78,14 @@ export class IndexWriteCycle {
   #pending: _Request[] = [];
   #draining = false;
   #writeCount = 0;
+  /** Package names whose `channeldata.json` entries are not written yet. */
+  #channeldataTouched = new Set<string>();
+  /** Subdirs whose `index.html` is not written yet. */
+  #htmlDue = new Set<string>();
+  /** Whether the last cycle ended with requests waiting (a backlog). */
+  #backlog = false;
+  #auxiliaryWrittenAt = 0;
+  #auxiliaryWriteCount = 0;
 
   constructor(storage: ChannelStore, options: IndexWriteCycleOptions) {
     this.#storage = storage;
@@ -93,6 +106,11 @@ export class IndexWriteCycle {
   /** How many times a subdir's index files have been written. */
   get writeCount(): number {
     return this.#writeCount;
+  }
+
+  /** How many times the auxiliary files (`index.html`, `channeldata.json`) were written. */
+  get auxiliaryWriteCount(): number {
+    return this.#auxiliaryWriteCount;
   }
 
   /** Loads what is on disk (without the lock: at start-up, before any write). */
@@ -168,12 +186,18 @@ export class IndexWriteCycle {
     }
 
     const writes = applied.filter((change) => change.write);
-    const channeldata = this.#writeChanneldata(
-      touched,
-      writes.map(({ state }) => state!.index.subdir),
-    );
+    for (const name of touched) this.#channeldataTouched.add(name);
+    for (const { state } of writes) this.#htmlDue.add(state!.index.subdir);
+    // The auxiliary files (`index.html`, `channeldata.json`: not synced, not
+    // read by installers) are written in every cycle while uploads come one
+    // at a time, beside the index files. Under a backlog they are written at
+    // most every AUXILIARY_INTERVAL_MS, and by the cycle that empties the queue.
+    const auxiliaryNow = !this.#backlog;
+    const auxiliary = auxiliaryNow
+      ? this.#writeAuxiliary(writes.map(({ state }) => state!.index.subdir))
+      : undefined;
     const outcomes = await Promise.allSettled(writes.map(({ state }) => this.#write(state!)));
-    await channeldata;
+    await auxiliary;
     for (const [i, outcome] of outcomes.entries()) {
       if (outcome.status === "fulfilled") continue;
       const change = writes[i]!;
@@ -186,7 +210,19 @@ export class IndexWriteCycle {
       // Part of the write may be in place: put back the files memory describes.
       await this.#write(change.state!).catch(() => {});
     }
-    if (writes.some((change) => change.error)) await this.#writeChanneldata(touched, []);
+    if (writes.some((change) => change.error)) {
+      // Records were taken back: their names' entries and listings again.
+      for (const name of touched) this.#channeldataTouched.add(name);
+      for (const { state } of writes) this.#htmlDue.add(state!.index.subdir);
+      await this.#writeAuxiliary([]);
+    } else if (
+      !auxiliaryNow &&
+      (this.#pending.length === 0 ||
+        performance.now() - this.#auxiliaryWrittenAt >= AUXILIARY_INTERVAL_MS)
+    ) {
+      await this.#writeAuxiliary([]);
+    }
+    this.#backlog = this.#pending.length > 0;
 
     for (const { group, results, error } of applied) {
       if (error) group.forEach((request) => request.reject(error.reason));
@@ -323,6 +359,33 @@ export class IndexWriteCycle {
     this.#channeldataStat = stat;
     this.#channeldataText = text;
     return true;
+  }
+
+  /**
+   * Writes `channeldata.json` (for the names touched since it was last
+   * written) and the `index.html` of every subdir written since; `writing`
+   * are subdirs whose index files are being written at the same time.
+   */
+  async #writeAuxiliary(writing: string[]): Promise<void> {
+    this.#auxiliaryWrittenAt = performance.now();
+    this.#auxiliaryWriteCount++;
+    const touched = this.#channeldataTouched;
+    this.#channeldataTouched = new Set();
+    const due = [...this.#htmlDue];
+    this.#htmlDue.clear();
+    await Promise.all([
+      this.#writeChanneldata(touched, writing),
+      ...due.map(async (subdir) => {
+        const state = this.#subdirs.get(subdir);
+        if (!state) return;
+        try {
+          await this.#files.writeIndexHtml(state);
+        } catch (error) {
+          this.#htmlDue.add(subdir);
+          this.#logger.error("Cannot write index.html", { subdir, reason: _describe(error) });
+        }
+      }),
+    ]);
   }
 
   /**

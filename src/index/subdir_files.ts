@@ -3,8 +3,7 @@
  * a {@linkcode SubdirState}:
  *
  * 1. new shard files `shards/<sha256>.msgpack.zst`, each once, synced, never replaced;
- * 2. `repodata.json` (with `index.html`, not synced), for a new subdir
- *    preceded by its `repodata.json.zst`;
+ * 2. `repodata.json`, for a new subdir preceded by its `repodata.json.zst`;
  * 3. `repodata.json.zst`;
  * 4. `repodata_shards.msgpack.zst`, `run_exports.json` and `run_exports.json.zst`.
  *
@@ -13,7 +12,9 @@
  * renamed in the order above, their directories synced. Shards come first, so an index never
  * names a shard that is not there; the derived files come after
  * `repodata.json` (what this index re-reads), so a crash in between leaves
- * them older than it, which {@linkcode SubdirFiles.stale} notices. Old
+ * them older than it, which {@linkcode SubdirFiles.stale} notices.
+ * `index.html` is written on its own ({@linkcode SubdirFiles.writeIndexHtml},
+ * not synced), by the write cycle. Old
  * shards stay for a grace period after the index stops naming them (clients
  * cache the index), then {@linkcode SubdirFiles.write} collects them.
  *
@@ -100,8 +101,8 @@ export class SubdirFiles {
 
   /**
    * Brings the shards of the state's dirty names up to date, writes the new
-   * shard files, then `repodata.json` and `index.html`, then the derived
-   * files; collects old shards when due. Throws when a write failed (some
+   * shard files, then `repodata.json`, then the derived files (all but
+   * `index.html`); collects old shards when due. Throws when a write failed (some
    * files may then be in place: write again to repair).
    */
   async write(state: SubdirState): Promise<void> {
@@ -143,7 +144,6 @@ export class SubdirFiles {
     }));
     files.push(
       { relative: `${subdir}/repodata.json`, data: json },
-      { relative: `${subdir}/index.html`, data: () => index.toIndexHtml(), durable: false },
       { relative: `${subdir}/repodata.json.zst`, data: () => zst ?? this.#zstd(json) },
       {
         relative: `${subdir}/${SHARD_INDEX_FILE}`,
@@ -172,6 +172,15 @@ export class SubdirFiles {
     await this.#collectShards(state).catch((error) => {
       this.#options.logger.warn("Cannot collect old shards", { subdir, reason: String(error) });
     });
+  }
+
+  /** Writes the subdir's `index.html` (replaced atomically, not synced). */
+  async writeIndexHtml(state: SubdirState): Promise<void> {
+    await this.#storage.writeFilesAtomic([{
+      relative: `${state.index.subdir}/index.html`,
+      data: () => state.index.toIndexHtml(),
+      durable: false,
+    }]);
   }
 
   /**
