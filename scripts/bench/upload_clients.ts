@@ -1,8 +1,9 @@
 /**
- * The benchmark's upload clients: `curl` child processes for large
- * artifacts (so that the client's CPU is never in a measured process) and
- * keep-alive `fetch` clients in the benchmark process for many small ones.
- * Both speak HTTP/1.1 over TLS to 127.0.0.1, as CI clients do.
+ * The benchmark's upload clients: `curl` child processes (one upload each
+ * for large artifacts, or many uploads each over one keep-alive connection
+ * for small ones), so that the client's CPU is never in a measured process,
+ * and keep-alive `fetch` clients in the benchmark process. All speak
+ * HTTP/1.1 over TLS to 127.0.0.1, as CI clients do.
  *
  * @module
  */
@@ -148,4 +149,71 @@ export async function uploadMany(
   } finally {
     for (const client of clients) client.close();
   }
+}
+
+/** Options for {@linkcode curlUploadMany}. */
+export interface CurlUploadManyOptions {
+  /** Concurrent curl processes, each on its own keep-alive connection. */
+  concurrency: number;
+  /** The upload token (`token` form field, sent first). */
+  token: string;
+  /** CA certificate file curl trusts. */
+  caFile: string;
+}
+
+/**
+ * Uploads every file once with `concurrency` curl processes, each sending
+ * its share one after another over one keep-alive HTTP/1.1 connection
+ * (`--next`), after a warm-up `GET /` that opens the connection. Like the
+ * CI clients (curl, Python requests, rattler-build's reqwest), curl turns
+ * Nagle off. `seconds` is the longest time any client spent uploading (the
+ * sum of its uploads' `time_total`), so process start-up and the TLS
+ * handshake are not counted. Throws on any answer but 201.
+ */
+export async function curlUploadMany(
+  url: string,
+  files: readonly string[],
+  options: CurlUploadManyOptions,
+): Promise<UploadManyResult> {
+  const common = ["--http1.1", "--cacert", options.caFile, "-H", "Expect:", "-o", "/dev/null"];
+  const clients = Array.from({ length: options.concurrency }, async (_, client) => {
+    const mine = files.filter((_, i) => i % options.concurrency === client);
+    const args = ["-sS", ...common, "-w", "warm-up %{http_code}\n", `${url}/`];
+    for (const file of mine) {
+      args.push(
+        "--next",
+        ...common,
+        "-w",
+        "%{http_code} %{time_total}\n",
+        "--form-string",
+        `token=${options.token}`,
+        "-F",
+        `artifact=@${file}`,
+        `${url}/`,
+      );
+    }
+    const output = await new Deno.Command("curl", {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(600_000),
+    }).output();
+    const lines = new TextDecoder().decode(output.stdout).trim().split("\n").slice(1);
+    if (!output.success || lines.length !== mine.length) {
+      throw new Error(
+        `Cannot upload with curl: ${lines.length} of ${mine.length} answered; ${
+          new TextDecoder().decode(output.stderr).trim()
+        }`,
+      );
+    }
+    return lines.map((line, i) => {
+      const [status, seconds] = line.split(" ");
+      if (status !== "201") throw new Error(`Cannot upload ${mine[i]}: HTTP ${status}`);
+      return Number(seconds) * 1000;
+    });
+  });
+  const perClient = await Promise.all(clients);
+  const busyMs = Math.max(...perClient.map((times) => times.reduce((sum, ms) => sum + ms, 0)));
+  return { seconds: busyMs / 1000, latenciesMs: perClient.flat() };
 }
