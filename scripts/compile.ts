@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { COMPILED_PERMISSION_FLAGS } from "../src/permissions.ts";
+import { BZIP2_WORKER_URL } from "../src/package/bzip2_worker_pool.ts";
 
 /** The targets of a release. */
 export const TARGETS = [
@@ -56,6 +57,9 @@ async function compile(target: string): Promise<{ ok: boolean; stderr: string }>
     ...COMPILED_PERMISSION_FLAGS,
     "--config",
     join(root, "deno.json"),
+    // a worker's module is not part of the static import graph
+    "--include",
+    fileURLToPath(BZIP2_WORKER_URL),
     "--target",
     target,
     "--output",

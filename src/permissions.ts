@@ -6,6 +6,10 @@
  * @module
  */
 
+import { isAbsolute, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { BZIP2_WORKER_URL } from "./package/bzip2_worker_pool.ts";
+
 /** Paths the server touches, to scope read, write and run permissions. */
 export interface PermissionScope {
   /** The channel root (read and write). */
@@ -28,11 +32,19 @@ export interface PermissionScope {
  */
 export const RUNTIME_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-size=1"];
 
+/** Whether `path` is `root` or inside it (both resolved from the working directory). */
+function _within(path: string, root: string): boolean {
+  const rest = relative(resolve(root), resolve(path));
+  return rest === "" || (!rest.startsWith("..") && !isAbsolute(rest));
+}
+
 /**
  * `deno run` flags for a server with the given scope: the
  * {@linkcode RUNTIME_FLAGS}, then the permissions: network,
- * read/write limited to the channel (and the named files), environment
- * (flags may come from `AUH_*` variables), and run only for `conda`.
+ * read/write limited to the channel (and the named files), plus read of
+ * the bzip2 decoder's worker module (a worker loads its module from disk),
+ * environment (flags may come from `AUH_*` variables), and run only for
+ * `conda`.
  *
  * @example Usage
  * ```ts
@@ -43,6 +55,8 @@ export const RUNTIME_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-si
 export function serverPermissionFlags(scope: PermissionScope): string[] {
   const channels = [scope.channelRoot, ...(scope.otherChannelRoots ?? [])];
   const reads = [...channels, ...(scope.readFiles ?? [])];
+  const worker = fileURLToPath(BZIP2_WORKER_URL);
+  if (!reads.some((root) => _within(worker, root))) reads.push(worker);
   const writes = [...channels, ...(scope.writeFiles ?? [])];
   const flags = [
     ...RUNTIME_FLAGS,

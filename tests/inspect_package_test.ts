@@ -15,7 +15,7 @@ import {
   writePackage,
 } from "./helpers/conda_package.ts";
 import { rejectionOf } from "./helpers/rejection.ts";
-import { buildTar } from "./helpers/tar_writer.ts";
+import { buildTar, concatBytes } from "./helpers/tar_writer.ts";
 import { buildZip } from "./helpers/zip_writer.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -787,5 +787,38 @@ Deno.test("inspectPackage() stops checking, and refuses nothing, when a small .t
       maxWholeBzip2Bytes: 256 * 1024,
     });
     assert.equal(metadata.name, "foo");
+  });
+});
+
+Deno.test("inspectPackage() reads a multi-stream .tar.bz2 (pbzip2 style) and refuses one with a bad later stream or trailing bytes", async () => {
+  await withTempDir(async (dir) => {
+    // the tar cut in three, each piece its own bzip2 stream, as pbzip2 writes
+    const tar = buildTar([
+      { name: "info/index.json", data: JSON.stringify(indexJson(FOO)) },
+      { name: "lib/data.txt", data: "conda package payload ".repeat(40_000) },
+      { name: "lib/more.txt", data: "more payload ".repeat(40_000) },
+    ]);
+    const cuts = [0, 300_000, 700_000, tar.length];
+    const streams: Uint8Array[] = [];
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      streams.push(await bzip2Compress(tar.subarray(cuts[i], cuts[i + 1])));
+    }
+    const packed = concatBytes(streams);
+    const filename = "foo-1.2.3-h1234_0.tar.bz2";
+    assert.equal((await inspectBytes(dir, packed, filename)).name, "foo");
+    // a flipped byte in the last stream, far past info/: its block CRC catches it
+    const corrupt = packed.slice();
+    corrupt[packed.length - streams[2]!.length / 2]! ^= 0x08;
+    await assertPackageError(inspectBytes(dir, corrupt, filename), 422, /corrupt bzip2 data/);
+    // bytes after the last stream, and bytes between two streams
+    const junk = new TextEncoder().encode("not bzip2");
+    for (
+      const bytes of [
+        concatBytes([packed, junk]),
+        concatBytes([streams[0]!, junk, streams[1]!, streams[2]!]),
+      ]
+    ) {
+      await assertPackageError(inspectBytes(dir, bytes, filename), 422, /corrupt bzip2 data/);
+    }
   });
 });

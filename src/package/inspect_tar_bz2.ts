@@ -1,7 +1,12 @@
 /**
- * Reads the `info/` files of a `.tar.bz2` conda package: decompresses the
- * bzip2 stream block by block and stops as soon as the info section is read,
- * so a package with `info/` first costs one bzip2 block whatever its size.
+ * Reads the `info/` files of a `.tar.bz2` conda package. A small one (at
+ * most `maxWholeBzip2Bytes`) is decoded whole by libbzip2 in WebAssembly on
+ * a worker thread (`bzip2_worker_pool.ts`), every CRC checked, and its tar
+ * walked here. Any other file, and any small one the worker did not verify
+ * whole, is decoded here with seek-bzip block by block, stopping as soon as
+ * the info section is read (once every block CRC is checked, for a small
+ * one), so a large package with `info/` first costs one bzip2 block
+ * whatever its size; this reader also names what is wrong with a file.
  *
  * @module
  */
@@ -20,7 +25,8 @@ import {
   PackageReadError,
 } from "./package_errors.ts";
 import { TarReader } from "./tar_reader.ts";
-import type { PackageSource } from "./package_source.ts";
+import { MemoryPackageSource, type PackageSource } from "./package_source.ts";
+import { bzip2WorkerPool } from "./bzip2_worker_pool.ts";
 
 /** The parts of seek-bzip's decoder used here (the package ships no types). */
 interface _Bunzip {
@@ -203,6 +209,51 @@ function _yield(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
+/** A copy of the whole file, to hand to the worker. */
+function _wholeFile(file: PackageSource, size: number): Uint8Array<ArrayBuffer> {
+  if (file instanceof MemoryPackageSource) return file.bytesAt(0, size).slice();
+  const bytes = new Uint8Array(size);
+  let filled = 0;
+  try {
+    while (filled < size) {
+      const n = file.readSync(bytes.subarray(filled));
+      if (n === null || n === 0) break;
+      filled += n;
+    }
+  } catch (error) {
+    throw new PackageReadError("Cannot read package: spool file is unreadable", { cause: error });
+  }
+  return bytes.subarray(0, filled);
+}
+
+/**
+ * Most decoded bytes the worker may produce for a `size`-byte file: 32 times
+ * its size (at least 4 MiB, at most `16 * wholeBytes`, the bound the
+ * streaming reader checks CRCs to). A file that decodes to more is read by
+ * the streaming reader.
+ */
+function _outputBound(size: number, wholeBytes: number): number {
+  return Math.min(16 * wholeBytes, Math.max(4 * 1024 * 1024, 32 * size));
+}
+
+/**
+ * Walks the verified, decoded tar `output` with the same bound on scanned
+ * bytes as the streaming reader.
+ */
+function _walkDecoded(output: Uint8Array, tar: TarReader, maxScanned: number): void {
+  let scanned = 0;
+  for (let at = 0; at < output.length && !tar.done; at += OUTPUT_CHUNK) {
+    const chunk = output.subarray(at, at + OUTPUT_CHUNK);
+    scanned += chunk.length;
+    tar.push(chunk);
+    if (!tar.done && scanned > maxScanned) {
+      throw new PackageLimitError(
+        `Cannot read package: no complete info/ section in the first ${maxScanned} decompressed bytes`,
+      );
+    }
+  }
+}
+
 /**
  * Reads `info/index.json`, `info/about.json` and `info/run_exports.json`
  * (those present) from the `.tar.bz2` package open as `file` (`size` bytes,
@@ -215,14 +266,36 @@ export async function readTarBz2Info(
   size: number,
   options: InspectOptions = {},
 ): Promise<Map<string, Uint8Array>> {
-  const collector = new InfoCollector(options);
-  const tar = new TarReader(collector);
-  const sink = new _Sink(tar, options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES);
+  const maxScanned = options.maxScannedBytes ?? DEFAULT_MAX_SCANNED_BYTES;
   // A small file is decoded whole, so that every block CRC is checked, as
   // long as it does not decompress to more than 16 times the size bound
   // (highly compressible payloads): past that, checking stops, nothing is refused.
   const wholeBytes = options.maxWholeBzip2Bytes ?? DEFAULT_MAX_WHOLE_BZIP2_BYTES;
   const wholeFile = options.verifyChecksums !== false && size <= wholeBytes;
+  if (wholeFile) {
+    const decoded = await bzip2WorkerPool.decode(
+      _wholeFile(file, size),
+      _outputBound(size, wholeBytes),
+      MAX_EMPTY_STREAMS,
+    );
+    if (decoded.verified) {
+      const collector = new InfoCollector(options);
+      const tar = new TarReader(collector);
+      _walkDecoded(decoded.output, tar, maxScanned);
+      return _infoFiles(collector, tar);
+    }
+    // not verified whole: the streaming reader reads it, and names any fault
+    try {
+      await file.seek(0, Deno.SeekMode.Start);
+    } catch (error) {
+      throw new PackageReadError("Cannot read package: spool file is unreadable", {
+        cause: error,
+      });
+    }
+  }
+  const collector = new InfoCollector(options);
+  const tar = new TarReader(collector);
+  const sink = new _Sink(tar, maxScanned);
   const checking = () => wholeFile && sink.checkedAfterInfo <= 16 * wholeBytes;
   try {
     const source = new _FileSource(file, size);
@@ -272,6 +345,11 @@ export async function readTarBz2Info(
     }
     throw packageError(error, "corrupt bzip2 data");
   }
+  return _infoFiles(collector, tar);
+}
+
+/** The collected files; refuses a package without `info/index.json`. */
+function _infoFiles(collector: InfoCollector, tar: TarReader): Map<string, Uint8Array> {
   if (!collector.hasIndex) {
     throw new PackageFormatError(
       tar.ended
