@@ -44,6 +44,20 @@ interface _Run {
   perSecond: number;
   p50: number;
   p99: number;
+  /** Server CPU time (all threads) per upload, ms. */
+  cpuMs: number;
+  /** Server main-thread CPU time per upload, ms. */
+  mainThreadCpuMs: number;
+}
+
+/** CPU time (user + system) of process `pid`, or of its thread `pid` alone, in ms. */
+async function _cpuMs(pid: number, thread: "all" | "main"): Promise<number> {
+  const path = thread === "all" ? `/proc/${pid}/stat` : `/proc/${pid}/task/${pid}/stat`;
+  const text = await Deno.readTextFile(path).catch(() => "");
+  // the fields after the command name "(...)": utime and stime are the 12th and 13th
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return Number.isFinite(ticks) ? ticks * 10 : NaN; // USER_HZ is 100 on Linux
 }
 
 /** Builds `count` distinct ~100 KiB packages (`.conda` unless told) in memory. */
@@ -108,7 +122,9 @@ export async function benchSmallUploads(
             run + 1
           }/${plan.smallRuns}: ours ${ours.at(-1)!.perSecond.toFixed(0)}/s, reference ${
             reference.at(-1)!.perSecond.toFixed(0)
-          }/s`,
+          }/s; CPU per upload: ours ${ours.at(-1)!.cpuMs.toFixed(1)} ms (main thread ${
+            ours.at(-1)!.mainThreadCpuMs.toFixed(1)
+          } ms), reference ${reference.at(-1)!.cpuMs.toFixed(1)} ms`,
         );
       }
       const oursRate = median(ours.map((run) => run.perSecond));
@@ -139,6 +155,17 @@ export async function benchSmallUploads(
         ours: `${oursP50.toFixed(1)} / ${oursP99.toFixed(1)} ms`,
         reference: `${referenceP50.toFixed(1)} / ${referenceP99.toFixed(1)} ms`,
         ratio: `${times(oursP50 / referenceP50)} / ${times(oursP99 / referenceP99)}`,
+        target: "—",
+        met: undefined,
+      });
+      const oursCpu = median(ours.map((run) => run.cpuMs));
+      const oursMain = median(ours.map((run) => run.mainThreadCpuMs));
+      const referenceCpu = median(reference.map((run) => run.cpuMs));
+      context.rows.push({
+        what: `3. server CPU per upload (main thread), ${setting}`,
+        ours: `${oursCpu.toFixed(1)} ms (${oursMain.toFixed(1)} ms)`,
+        reference: `${referenceCpu.toFixed(1)} ms`,
+        ratio: times(oursCpu / referenceCpu),
         target: "—",
         met: undefined,
       });
@@ -196,6 +223,8 @@ async function _uploadRun(
   files: readonly string[],
   concurrency: number,
 ): Promise<_Run> {
+  const cpuBefore = await _cpuMs(server.pid, "all");
+  const mainBefore = await _cpuMs(server.pid, "main");
   let result;
   try {
     result = await curlUploadMany(server.url, files, {
@@ -210,10 +239,14 @@ async function _uploadRun(
       }`,
     );
   }
+  const cpuMs = await _cpuMs(server.pid, "all") - cpuBefore;
+  const mainThreadCpuMs = await _cpuMs(server.pid, "main") - mainBefore;
   return {
     perSecond: files.length / result.seconds,
     p50: percentile(result.latenciesMs, 50),
     p99: percentile(result.latenciesMs, 99),
+    cpuMs: cpuMs / items.length,
+    mainThreadCpuMs: mainThreadCpuMs / items.length,
   };
 }
 

@@ -23,7 +23,6 @@
  * @module
  */
 
-import { parentPort } from "node:worker_threads";
 import createBzip2Module from "@foxglove/wasm-bz2/wasm/module.js";
 import wasmBinary from "@foxglove/wasm-bz2/wasm/module.wasm" with { type: "bytes" };
 
@@ -77,16 +76,21 @@ function _bitsAt(bytes: Uint8Array, position: number, count: number): number {
   return Math.floor(value / 2 ** trailing) % 2 ** count;
 }
 
+/** For each byte value: the shifts whose key starts with it, as a bit mask. */
+const EOS_FIRST_BYTE: Uint8Array = new Uint8Array(256);
+for (let shift = 0; shift < 8; shift++) EOS_FIRST_BYTE[EOS_KEYS[shift]! >>> 24]! |= 1 << shift;
+
 /** Bit positions of every end-of-stream magic in `bytes`, in order. */
 export function findStreamEndMarkers(bytes: Uint8Array): number[] {
   const found: number[] = [];
-  if (bytes.length < 7) return found;
-  // `word` holds bytes j..j+3; a magic starting in byte j-1 covers them whole
-  let word = ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
+  // byte j starts the 4 whole bytes a magic starting in byte j-1 covers
   for (let j = 1; j + 3 < bytes.length; j++) {
-    word = ((word << 8) | bytes[j + 3]!) >>> 0;
+    const shifts = EOS_FIRST_BYTE[bytes[j]!]!;
+    if (shifts === 0) continue;
+    const word = ((bytes[j]! << 24) | (bytes[j + 1]! << 16) | (bytes[j + 2]! << 8) |
+      bytes[j + 3]!) >>> 0;
     for (let shift = 0; shift < 8; shift++) {
-      if (word !== EOS_KEYS[shift]) continue;
+      if ((shifts & (1 << shift)) === 0 || word !== EOS_KEYS[shift]) continue;
       const position = (j - 1) * 8 + shift;
       if (
         _bitsAt(bytes, position, 24) === EOS_HIGH && _bitsAt(bytes, position + 24, 24) === EOS_LOW
@@ -174,10 +178,17 @@ async function _decode(request: Bzip2WorkerRequest): Promise<Bzip2WorkerReply> {
   }
 }
 
-if (parentPort !== null) {
-  const port = parentPort;
-  port.on("message", async (request: Bzip2WorkerRequest) => {
-    const reply = await _decode(request);
-    port.postMessage(reply, reply.verified ? [reply.output.buffer] : []);
-  });
+/** The worker's global scope, as far as used here. */
+interface _WorkerScope {
+  onmessage: ((event: MessageEvent<Bzip2WorkerRequest>) => void) | null;
+  postMessage(message: Bzip2WorkerReply, transfer: Transferable[]): void;
+}
+
+// In a worker (not when a test imports the module for its functions).
+if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== "undefined") {
+  const scope = globalThis as unknown as _WorkerScope;
+  scope.onmessage = async (event) => {
+    const reply = await _decode(event.data);
+    scope.postMessage(reply, reply.verified ? [reply.output.buffer] : []);
+  };
 }

@@ -2,8 +2,10 @@
  * Worker threads that decode small `.tar.bz2` packages whole with libbzip2
  * in WebAssembly (`bzip2_worker.ts`), so that the server's main thread only
  * reads the file and walks the decoded tar. Workers start on first use and
- * are kept; requests queue for a free one. An idle worker does not keep the
- * process alive. A worker that crashes, or does not answer in time, fails
+ * are kept while requests come (they queue for a free one); a worker idle
+ * for `idleMs` is stopped, so that it does not keep the process alive (a web
+ * `Worker` has no `unref`, and `node:worker_threads` copies a 100 kB
+ * message in ~5 ms, as long as the decoding). A worker that crashes, or does not answer in time, fails
  * the request it was working on (a {@linkcode PackageReadError}: a fault of
  * the machine, not of the package) and is replaced; a worker whose
  * WebAssembly memory grew large is replaced too, so memory stays bounded.
@@ -11,7 +13,6 @@
  * @module
  */
 
-import { Worker } from "node:worker_threads";
 import { PackageReadError } from "./package_errors.ts";
 import type { Bzip2WorkerReply, Bzip2WorkerRequest } from "./bzip2_worker.ts";
 
@@ -27,6 +28,11 @@ export interface Bzip2WorkerPoolOptions {
    * @default {30000}
    */
   timeoutMs?: number;
+  /**
+   * How long a worker may stay idle before it is stopped, in ms.
+   * @default {10000}
+   */
+  idleMs?: number;
   /**
    * WebAssembly memory past which a worker is replaced after its request.
    * @default {33554432} 32 MiB
@@ -54,13 +60,13 @@ interface _Job {
 class _Slot {
   readonly worker: Worker;
   job: _Job | undefined;
+  /** The job's deadline while busy, the idle stop while idle. */
   timer: ReturnType<typeof setTimeout> | undefined;
   /** Set once the worker failed, was replaced or was terminated. */
   gone = false;
 
   constructor(url: URL) {
-    this.worker = new Worker(url);
-    this.worker.unref();
+    this.worker = new Worker(url, { type: "module" });
   }
 }
 
@@ -78,6 +84,7 @@ class _Slot {
 export class Bzip2WorkerPool {
   readonly #size: number;
   readonly #timeoutMs: number;
+  readonly #idleMs: number;
   readonly #maxHeapBytes: number;
   readonly #url: URL;
   readonly #slots: (_Slot | undefined)[];
@@ -87,6 +94,7 @@ export class Bzip2WorkerPool {
   constructor(options: Bzip2WorkerPoolOptions = {}) {
     this.#size = Math.max(1, options.workers ?? 1);
     this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#idleMs = options.idleMs ?? 10_000;
     this.#maxHeapBytes = options.maxHeapBytes ?? 32 * 1024 * 1024;
     this.#url = options.workerUrl ?? BZIP2_WORKER_URL;
     this.#slots = new Array(this.#size).fill(undefined);
@@ -120,14 +128,14 @@ export class Bzip2WorkerPool {
     this.#closed = true;
     const error = new PackageReadError("Cannot read package: bzip2 decoder is shut down");
     for (const job of this.#queue.splice(0)) job.reject(error);
-    const stopping: Promise<number>[] = [];
     for (let i = 0; i < this.#slots.length; i++) {
       const slot = this.#slots[i];
       if (slot === undefined) continue;
       this.#retire(i, slot, error);
-      stopping.push(slot.worker.terminate());
+      slot.worker.terminate();
     }
-    await Promise.all(stopping);
+    // a terminated worker runs nothing more; let its thread wind down
+    await new Promise((resolve) => setTimeout(resolve, 0));
   }
 
   /** {@linkcode Bzip2WorkerPool.close}, for `await using`. */
@@ -145,7 +153,7 @@ export class Bzip2WorkerPool {
       }
       const job = this.#queue.shift()!;
       slot.job = job;
-      slot.worker.ref();
+      clearTimeout(slot.timer);
       const taken = slot;
       slot.timer = setTimeout(() => {
         this.#fail(i, taken, `did not answer in ${this.#timeoutMs / 1000} s`);
@@ -169,12 +177,16 @@ export class Bzip2WorkerPool {
       return undefined;
     }
     this.#slots[index] = slot;
-    slot.worker.on("message", (reply: Bzip2WorkerReply) => this.#answer(index, slot, reply));
-    slot.worker.on("error", (error: unknown) => {
-      const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    slot.worker.onmessage = (event: MessageEvent<Bzip2WorkerReply>) => {
+      this.#answer(index, slot, event.data);
+    };
+    slot.worker.onerror = (event: ErrorEvent) => {
+      // handled here: unhandled, a worker's error would end the whole process
+      event.preventDefault();
+      const reason = String(event.message ?? "unknown error").split("\n")[0];
       this.#fail(index, slot, `crashed (${reason})`);
-    });
-    slot.worker.on("exit", (code: number) => this.#fail(index, slot, `exited (code ${code})`));
+    };
+    slot.worker.onmessageerror = () => this.#fail(index, slot, "sent an unreadable message");
     return slot;
   }
 
@@ -183,11 +195,19 @@ export class Bzip2WorkerPool {
     if (slot.gone || job === undefined) return;
     clearTimeout(slot.timer);
     slot.job = undefined;
-    slot.worker.unref();
     if (reply.heapBytes > this.#maxHeapBytes) {
       // WebAssembly memory never shrinks: a fresh worker gives it back
       this.#retire(index, slot);
-      void slot.worker.terminate();
+      slot.worker.terminate();
+    } else {
+      const idle = setTimeout(() => {
+        if (slot.job !== undefined) return;
+        this.#retire(index, slot);
+        slot.worker.terminate();
+      }, this.#idleMs);
+      // the stop must not keep the process alive by itself either
+      Deno.unrefTimer(idle as unknown as number);
+      slot.timer = idle;
     }
     job.resolve(
       reply.verified
@@ -205,7 +225,7 @@ export class Bzip2WorkerPool {
       slot,
       new PackageReadError(`Cannot read package: bzip2 decoder worker ${what}`),
     );
-    void slot.worker.terminate();
+    slot.worker.terminate();
     this.#dispatch();
   }
 
@@ -216,7 +236,6 @@ export class Bzip2WorkerPool {
     const job = slot.job;
     slot.job = undefined;
     if (job !== undefined) job.reject(error ?? new PackageReadError("Cannot read package"));
-    slot.worker.unref();
   }
 }
 
