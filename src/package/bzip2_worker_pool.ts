@@ -20,7 +20,9 @@ import type { Bzip2WorkerReply, Bzip2WorkerRequest } from "./bzip2_worker.ts";
 export interface Bzip2WorkerPoolOptions {
   /**
    * Worker threads decoding at once.
-   * @default {1} one: on two cores, the main thread keeps the other
+   * @default {1} one: each costs ~20-30 MiB of memory; on two cores, 8
+   * clients uploading ~100 KiB `.tar.bz2` packages got ~130/s with two
+   * against ~105/s with one (bench, small uploads, a busy machine)
    */
   workers?: number;
   /**

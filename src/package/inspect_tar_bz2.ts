@@ -227,13 +227,14 @@ function _wholeFile(file: PackageSource, size: number): Uint8Array<ArrayBuffer> 
 }
 
 /**
- * Most decoded bytes the worker may produce for a `size`-byte file: 32 times
+ * Most decoded bytes the worker may produce for a `size`-byte file: 10 times
  * its size (at least 4 MiB, at most `16 * wholeBytes`, the bound the
- * streaming reader checks CRCs to). A file that decodes to more is read by
- * the streaming reader.
+ * streaming reader checks CRCs to). The worker's memory holds this much, so
+ * it is kept small: a file that decodes to more (real packages compress 3
+ * to 6 times) is read by the streaming reader, whose memory does not grow.
  */
 function _outputBound(size: number, wholeBytes: number): number {
-  return Math.min(16 * wholeBytes, Math.max(4 * 1024 * 1024, 32 * size));
+  return Math.min(16 * wholeBytes, Math.max(4 * 1024 * 1024, 10 * size));
 }
 
 /**
