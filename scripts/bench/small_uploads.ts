@@ -245,8 +245,8 @@ async function _uploadRun(
     perSecond: files.length / result.seconds,
     p50: percentile(result.latenciesMs, 50),
     p99: percentile(result.latenciesMs, 99),
-    cpuMs: cpuMs / items.length,
-    mainThreadCpuMs: mainThreadCpuMs / items.length,
+    cpuMs: cpuMs / files.length,
+    mainThreadCpuMs: mainThreadCpuMs / files.length,
   };
 }
 
