@@ -20,9 +20,9 @@ import type { Bzip2WorkerReply, Bzip2WorkerRequest } from "./bzip2_worker.ts";
 export interface Bzip2WorkerPoolOptions {
   /**
    * Worker threads decoding at once.
-   * @default {1} one: each costs ~20-30 MiB of memory; on two cores, 8
-   * clients uploading ~100 KiB `.tar.bz2` packages got ~130/s with two
-   * against ~105/s with one (bench, small uploads, a busy machine)
+   * @default {1} one: each costs ~20-30 MiB of memory, and on two cores a
+   * second one gave no clear gain (bench, 8 clients uploading ~100 KiB
+   * `.tar.bz2` packages: 13-15 % of the reference with one or two)
    */
   workers?: number;
   /**
