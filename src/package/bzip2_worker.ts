@@ -1,8 +1,8 @@
 /**
  * The worker thread that decodes small `.tar.bz2` packages whole with
  * libbzip2 compiled to WebAssembly (`@foxglove/wasm-bz2`), off the server's
- * main thread. Started by `bzip2_worker_pool.ts`; not imported by anything
- * else.
+ * main thread. Started by `bzip2_worker_pool.ts` (which imports only its
+ * types; tests import its functions, and no handler is installed then).
  *
  * libbzip2's one-call decoder (`BZ2_bzBuffToBuffDecompress`) reads one
  * stream and ignores whatever follows it, so the file is first cut into
