@@ -308,6 +308,27 @@ function exportLines(env: Record<string, string>): string {
   return Object.entries(env).map(([name, value]) => `export ${name}='${value}'\n`).join("");
 }
 
+/**
+ * Runs the gateway's garbage collection now (`radosgw-admin gc process
+ * --include-all`): the data of deleted objects is freed at once instead of
+ * minutes later, e.g. between a benchmark's measurements.
+ */
+export async function collectGarbage(dir: string): Promise<void> {
+  await run("radosgw-admin", ["-c", join(dir, "ceph.conf"), "gc", "process", "--include-all"], {
+    timeoutMs: 120_000,
+  });
+}
+
+/** The PIDs of the running daemons (monitor, OSD, radosgw) of the cluster in `dir`. */
+export async function cephDaemonPids(dir: string): Promise<{ daemon: string; pid: number }[]> {
+  const found: { daemon: string; pid: number }[] = [];
+  for (const daemon of DAEMONS) {
+    const pid = await readPid(dir, daemon);
+    if (pid !== undefined && isAlive(pid)) found.push({ daemon, pid });
+  }
+  return found;
+}
+
 async function readPid(dir: string, daemon: string): Promise<number | undefined> {
   try {
     const pid = Number((await Deno.readTextFile(join(dir, "run", `${daemon}.pid`))).trim());

@@ -4,10 +4,17 @@
  * missing) and measures, in the same run:
  *
  * - a 512 MiB `.conda` uploaded with curl through a replica (spool, hashes,
- *   inspection, then the create-only PUT to the store) against a direct
+ *   inspection, parts sent to the store while it arrives) against a direct
  *   multipart put of the same file to the store (64 MiB parts, 2 in flight)
  *   and against the same upload into our server on a local directory, and
  *   the replica's peak RSS;
+ * - the CPU seconds every process spent on each of these three paths
+ *   (`/proc/PID/stat`: the replica or server, the RGW daemons, curl or this
+ *   process), and from them the bound the machine's cores put on the upload
+ *   through a replica: its bytes over (its CPU seconds / cores), against the
+ *   direct put's measured rate. Between runs the uploaded objects are
+ *   deleted and the gateway's garbage collection is run and waited for, so
+ *   that no window holds the store's cleaning of an earlier one;
  * - small uploads/s (~100 KiB packages, 8 clients) into 1 replica and into
  *   3 replicas on one bucket, against our server on a local directory;
  * - index latency: one client uploading one package at a time (the answer
@@ -28,10 +35,17 @@ import {
   type ServerProcess,
   startServerProcess,
 } from "../../tests/helpers/server_process.ts";
-import { startCephRgw, stopCephRgw } from "../ceph_rgw.ts";
+import { cephDaemonPids, collectGarbage, startCephRgw, stopCephRgw } from "../ceph_rgw.ts";
 import { S3ObjectStore } from "../../src/storage/s3_object_store.ts";
 import { s3SettingsFromEnv } from "../../src/storage/s3_location.ts";
 import type { BenchContext } from "./bench_context.ts";
+import {
+  type AccountedProcess,
+  type GroupCpu,
+  startCpuWindow,
+  totalCpu,
+  waitUntilIdle,
+} from "./process_cpu.ts";
 import { figure, percent } from "./report_table.ts";
 import { median, percentile } from "./stats.ts";
 import { curlUpload, type UploadItem, uploadMany } from "./upload_clients.ts";
@@ -53,7 +67,7 @@ export async function benchObjectStorage(context: BenchContext): Promise<void> {
     const env = { ...rgw.env, AWS_ENDPOINT_URL: rgw.endpoint };
     const settings = s3SettingsFromEnv(env);
     await new S3ObjectStore(settings, { bucket: BUCKET, prefix: "" }).createBucket();
-    await _largeUpload(context, env, settings);
+    await _largeUpload(context, env, settings, rgw.dir);
     await _smallUploads(context, env);
   } finally {
     await stopCephRgw(rgw.dir);
@@ -91,22 +105,39 @@ async function _fsServer(context: BenchContext, name: string): Promise<ServerPro
   ], { startTimeoutMs: 120_000 });
 }
 
+/** CPU seconds per group of one path of the large upload, scaled to 512 MiB. */
+type _PathCpu = GroupCpu;
+
 async function _largeUpload(
   context: BenchContext,
   env: Record<string, string>,
   settings: ReturnType<typeof s3SettingsFromEnv>,
+  cephDir: string,
 ): Promise<void> {
   const runs = context.plan.name === "quick" ? 1 : 2;
   const ours: number[] = [];
   const direct: number[] = [];
   const local: number[] = [];
   const peaks: number[] = [];
+  const cpu = { direct: [] as _PathCpu[], replica: [] as _PathCpu[], local: [] as _PathCpu[] };
+  const rgwDaemons: AccountedProcess[] = (await cephDaemonPids(cephDir)).map(({ pid }) => ({
+    group: "RGW daemons",
+    pid,
+  }));
+  // curl is the bench's child: its CPU shows in the bench's reaped-children time.
+  const curl: AccountedProcess = { group: "curl", pid: "self", count: "children" };
   for (let run = 0; run < runs; run++) {
     const spec = { name: `s3-large-${run}`, version: "1.0" };
     const file = join(context.tmp, packageFilename(spec));
     context.progress(`s3: writing a 512 MiB package (run ${run + 1}/${runs})`);
     const size = await writeLargePackage(file, spec, LARGE_BYTES - 64 * 1024);
+    const per512 = (groups: GroupCpu): GroupCpu =>
+      groups.map(([group, seconds]) => [group, seconds * LARGE_BYTES / size]);
     const store = new S3ObjectStore(settings, { bucket: BUCKET, prefix: `direct-${run}` });
+    const directWindow = startCpuWindow([
+      { group: "bench (client)", pid: "self" },
+      ...rgwDaemons,
+    ]);
     const started = performance.now();
     await store.putFile(file, `linux-64/${packageFilename(spec)}`, {
       createOnly: true,
@@ -115,14 +146,22 @@ async function _largeUpload(
       concurrency: 2,
     });
     direct.push(size / 1e6 / ((performance.now() - started) / 1000));
+    cpu.direct.push(per512(directWindow()));
 
-    const replica = await _replica(context, env, `large-${_prefixes++}`, "a");
+    const replicaPrefix = `large-${_prefixes++}`;
+    const replica = await _replica(context, env, replicaPrefix, "a");
     try {
+      const window = startCpuWindow([
+        curl,
+        { group: "replica", pid: replica.pid },
+        ...rgwDaemons,
+      ]);
       const upload = await curlUpload(replica.url, {
         file,
         token: context.token,
         caFile: context.tls.caFile,
       });
+      cpu.replica.push(per512(window()));
       if (upload.status !== 201) {
         throw new Error(`s3 large upload: ${upload.status} ${upload.body}`);
       }
@@ -133,23 +172,33 @@ async function _largeUpload(
     }
     const fs = await _fsServer(context, `large-${run}`);
     try {
+      const window = startCpuWindow([curl, { group: "server", pid: fs.pid }]);
       const upload = await curlUpload(fs.url, {
         file,
         token: context.token,
         caFile: context.tls.caFile,
       });
+      cpu.local.push(per512(window()));
       if (upload.status !== 201) throw new Error(`local large upload: ${upload.status}`);
       local.push(size / 1e6 / upload.seconds);
     } finally {
       await fs[Symbol.asyncDispose]();
     }
     await Deno.remove(file);
+    // Free the store's memory and let its cleaning finish before the next window.
+    await store.delete(`linux-64/${packageFilename(spec)}`);
+    await new S3ObjectStore(settings, { bucket: BUCKET, prefix: replicaPrefix })
+      .delete(`linux-64/${packageFilename(spec)}`);
+    await collectGarbage(cephDir);
+    await waitUntilIdle(rgwDaemons);
     context.progress(
       `s3: 512 MiB through a replica ${ours.at(-1)!.toFixed(0)} MB/s, direct multipart put ${
         direct.at(-1)!.toFixed(0)
       } MB/s, local directory ${local.at(-1)!.toFixed(0)} MB/s, replica peak RSS ${
         (peaks.at(-1)! / 1024).toFixed(0)
-      } MiB`,
+      } MiB; CPU-s per 512 MiB: direct ${_cpuText(cpu.direct.at(-1)!)}; replica ${
+        _cpuText(cpu.replica.at(-1)!)
+      }; local ${_cpuText(cpu.local.at(-1)!)}`,
     );
   }
   const oursRate = median(ours);
@@ -180,6 +229,49 @@ async function _largeUpload(
     target: "≤ 256 MiB",
     met: Math.max(...peaks) <= MEMORY_TARGET_KIB,
   });
+  const paths: [string, _PathCpu[]][] = [
+    ["through an S3 replica (curl)", cpu.replica],
+    ["direct multipart put (this process)", cpu.direct],
+    ["into one server on a local directory (curl)", cpu.local],
+  ];
+  for (const [path, windows] of paths) {
+    context.rows.push({
+      what: `9. CPU-s per 512 MiB (/proc/PID/stat, median of ${runs}), ${path}`,
+      ours: _cpuText(_medianGroups(windows)),
+      reference: "—",
+      ratio: "—",
+      target: "—",
+      met: undefined,
+    });
+  }
+  // If all cores did nothing but this upload, it could not go faster than
+  // its bytes over (its CPU-s / cores): the bound the machine puts on it.
+  const cores = navigator.hardwareConcurrency;
+  const bounds = cpu.replica.map((groups) => LARGE_BYTES / 1e6 / (totalCpu(groups) / cores));
+  const bound = median(bounds);
+  context.rows.push({
+    what:
+      `9. CPU bound of the upload through an S3 replica on ${cores} cores, 512 MiB / (its CPU-s / ${cores}), vs the direct multipart put`,
+    ours: figure(bound, "MB/s"),
+    reference: figure(directRate, "MB/s"),
+    ratio: percent(bound / directRate),
+    target: `≥ ${percent(THROUGHPUT_TARGET)} needed for the target`,
+    met: bound / directRate >= THROUGHPUT_TARGET,
+  });
+}
+
+/** "replica 2.2 + RGW daemons 1.6 + curl 0.5 = 4.3". */
+function _cpuText(groups: GroupCpu): string {
+  const parts = groups.map(([group, seconds]) => `${group} ${seconds.toFixed(2)}`);
+  return `${parts.join(" + ")} = ${totalCpu(groups).toFixed(2)}`;
+}
+
+/** Each group's median over the windows. */
+function _medianGroups(windows: _PathCpu[]): GroupCpu {
+  return (windows[0] ?? []).map(([group], i) => [
+    group,
+    median(windows.map((groups) => groups[i]?.[1] ?? 0)),
+  ]);
 }
 
 async function _smallUploads(context: BenchContext, env: Record<string, string>): Promise<void> {
