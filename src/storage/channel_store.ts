@@ -34,6 +34,14 @@ export interface SpoolFile {
   path: string;
   /** The open file, for writing. */
   file: Deno.FsFile;
+  /**
+   * Whether the spool file must reach the disk (fsync) before it is
+   * published: it becomes the package in a local directory, while with
+   * object storage it is scratch (the store keeps the durable copy, and a
+   * crashed replica's spool is swept at its next start).
+   * @default {true}
+   */
+  durable?: boolean;
 }
 
 /** A servable channel file, as found by {@linkcode ChannelStore.servable}. */

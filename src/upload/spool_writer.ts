@@ -47,8 +47,9 @@ export interface SpoolDigest extends FileDigest {
 
 /**
  * Copies `body` into `spool.file`, computing size, sha256 and md5 on the way,
- * then syncs and closes the file. Throws {@linkcode HttpError} 413 as soon as
- * the limit is passed. The caller removes the spool file on failure.
+ * then syncs (unless the storage marks the spool as scratch: `durable: false`)
+ * and closes the file. Throws {@linkcode HttpError} 413 as soon as the limit
+ * is passed. The caller removes the spool file on failure.
  */
 export async function writeSpool(
   body: ReadableStream<Uint8Array>,
@@ -105,7 +106,7 @@ export async function writeSpool(
       buffered = 0;
     }
     await flush();
-    await spool.file.syncData();
+    if (spool.durable !== false) await spool.file.syncData();
   } catch (error) {
     await reader.cancel().catch(() => {});
     throw error;
