@@ -41,6 +41,7 @@ import { s3SettingsFromEnv } from "../../src/storage/s3_location.ts";
 import type { BenchContext } from "./bench_context.ts";
 import {
   type AccountedProcess,
+  type CpuWindow,
   type GroupCpu,
   startCpuWindow,
   totalCpu,
@@ -105,8 +106,15 @@ async function _fsServer(context: BenchContext, name: string): Promise<ServerPro
   ], { startTimeoutMs: 120_000 });
 }
 
-/** CPU seconds per group of one path of the large upload, scaled to 512 MiB. */
-type _PathCpu = GroupCpu;
+/** CPU seconds of one path of the large upload, scaled to 512 MiB. */
+interface _PathCpu {
+  /** The accounted processes' groups. */
+  groups: GroupCpu;
+  /** The machine's busy CPU seconds in the window, ours and other jobs'. */
+  machineBusy: number;
+  /** The fraction of all cores' time in the window that was busy. */
+  busyShare: number;
+}
 
 async function _largeUpload(
   context: BenchContext,
@@ -131,8 +139,11 @@ async function _largeUpload(
     const file = join(context.tmp, packageFilename(spec));
     context.progress(`s3: writing a 512 MiB package (run ${run + 1}/${runs})`);
     const size = await writeLargePackage(file, spec, LARGE_BYTES - 64 * 1024);
-    const per512 = (groups: GroupCpu): GroupCpu =>
-      groups.map(([group, seconds]) => [group, seconds * LARGE_BYTES / size]);
+    const per512 = (window: CpuWindow): _PathCpu => ({
+      groups: window.groups.map(([group, seconds]) => [group, seconds * LARGE_BYTES / size]),
+      machineBusy: window.machineBusy * LARGE_BYTES / size,
+      busyShare: window.machineTotal > 0 ? window.machineBusy / window.machineTotal : 0,
+    });
     const store = new S3ObjectStore(settings, { bucket: BUCKET, prefix: `direct-${run}` });
     const directWindow = startCpuWindow([
       { group: "bench (client)", pid: "self" },
@@ -196,9 +207,11 @@ async function _largeUpload(
         direct.at(-1)!.toFixed(0)
       } MB/s, local directory ${local.at(-1)!.toFixed(0)} MB/s, replica peak RSS ${
         (peaks.at(-1)! / 1024).toFixed(0)
-      } MiB; CPU-s per 512 MiB: direct ${_cpuText(cpu.direct.at(-1)!)}; replica ${
-        _cpuText(cpu.replica.at(-1)!)
-      }; local ${_cpuText(cpu.local.at(-1)!)}`,
+      } MiB; CPU-s per 512 MiB: direct ${_cpuText(cpu.direct.at(-1)!.groups)}; replica ${
+        _cpuText(cpu.replica.at(-1)!.groups)
+      } (machine ${percent(cpu.replica.at(-1)!.busyShare)} busy); local ${
+        _cpuText(cpu.local.at(-1)!.groups)
+      }`,
     );
   }
   const oursRate = median(ours);
@@ -236,9 +249,12 @@ async function _largeUpload(
   ];
   for (const [path, windows] of paths) {
     context.rows.push({
-      what: `9. CPU-s per 512 MiB (/proc/PID/stat, median of ${runs}), ${path}`,
-      ours: _cpuText(_medianGroups(windows)),
-      reference: "—",
+      what:
+        `9. CPU-s per 512 MiB (/proc/PID/stat, median of ${runs}), ${path}; reference: the whole machine in the same window (/proc/stat, other jobs included)`,
+      ours: _cpuText(_medianGroups(windows.map((window) => window.groups))),
+      reference: `machine ${median(windows.map((window) => window.machineBusy)).toFixed(2)} (${
+        percent(median(windows.map((window) => window.busyShare)))
+      } of its cores busy)`,
       ratio: "—",
       target: "—",
       met: undefined,
@@ -247,7 +263,7 @@ async function _largeUpload(
   // If all cores did nothing but this upload, it could not go faster than
   // its bytes over (its CPU-s / cores): the bound the machine puts on it.
   const cores = navigator.hardwareConcurrency;
-  const bounds = cpu.replica.map((groups) => LARGE_BYTES / 1e6 / (totalCpu(groups) / cores));
+  const bounds = cpu.replica.map((window) => LARGE_BYTES / 1e6 / (totalCpu(window.groups) / cores));
   const bound = median(bounds);
   context.rows.push({
     what:
@@ -267,7 +283,7 @@ function _cpuText(groups: GroupCpu): string {
 }
 
 /** Each group's median over the windows. */
-function _medianGroups(windows: _PathCpu[]): GroupCpu {
+function _medianGroups(windows: GroupCpu[]): GroupCpu {
   return (windows[0] ?? []).map(([group], i) => [
     group,
     median(windows.map((groups) => groups[i]?.[1] ?? 0)),

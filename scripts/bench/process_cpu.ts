@@ -48,6 +48,29 @@ export function readProcessCpu(pid: number | "self"): ProcessCpu | undefined {
   return { own: tick(14) + tick(15), children: tick(16) + tick(17) };
 }
 
+/** CPU seconds of the whole machine so far (`/proc/stat`, all cores). */
+export interface MachineCpu {
+  /** Seconds the cores spent busy (everything but idle and I/O wait). */
+  busy: number;
+  /** Seconds of all cores together (busy + idle + I/O wait). */
+  total: number;
+}
+
+/** Reads the machine's CPU seconds; undefined without `/proc/stat`. */
+export function readMachineCpu(): MachineCpu | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/stat");
+  } catch {
+    return undefined;
+  }
+  // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"
+  const ticks = (text.split("\n")[0] ?? "").trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = ticks.reduce((sum, value) => sum + value, 0) / CLOCK_TICKS;
+  const idle = ((ticks[3] ?? 0) + (ticks[4] ?? 0)) / CLOCK_TICKS;
+  return { busy: total - idle, total };
+}
+
 /** A process to account for: its group (e.g. "RGW") and how its time counts. */
 export interface AccountedProcess {
   /** Row label, e.g. "replica" or "RGW daemons"; processes of one group add up. */
@@ -61,6 +84,16 @@ export interface AccountedProcess {
 /** CPU seconds per group over a window, in the order the groups were first named. */
 export type GroupCpu = [group: string, seconds: number][];
 
+/** What {@linkcode startCpuWindow}'s stop function returns. */
+export interface CpuWindow {
+  /** CPU seconds of each group of the accounted processes. */
+  groups: GroupCpu;
+  /** The machine's busy CPU seconds in the window (all processes, ours and others'). */
+  machineBusy: number;
+  /** The machine's CPU seconds in the window (cores × wall time). */
+  machineTotal: number;
+}
+
 /**
  * Snapshots the CPU of `processes` now; the returned function snapshots
  * again and returns each group's CPU seconds in between (a process gone by
@@ -73,16 +106,17 @@ export type GroupCpu = [group: string, seconds: number][];
  * const stop = startCpuWindow([{ group: "bench", pid: "self" }]);
  * let x = 0;
  * for (let i = 0; i < 1e6; i++) x += i;
- * const [[group, seconds]] = stop() as [[string, number]];
+ * const [[group, seconds]] = stop().groups as [[string, number]];
  * console.log(group === "bench" && seconds >= 0 && x > 0); // true
  * ```
  */
-export function startCpuWindow(processes: readonly AccountedProcess[]): () => GroupCpu {
+export function startCpuWindow(processes: readonly AccountedProcess[]): () => CpuWindow {
   const read = (process: AccountedProcess) => {
     const cpu = readProcessCpu(process.pid);
     return cpu === undefined ? undefined : process.count === "children" ? cpu.children : cpu.own;
   };
   const before = processes.map(read);
+  const machineBefore = readMachineCpu();
   return () => {
     const groups = new Map<string, number>();
     processes.forEach((process, i) => {
@@ -91,7 +125,12 @@ export function startCpuWindow(processes: readonly AccountedProcess[]): () => Gr
       const spent = start === undefined || end === undefined ? 0 : Math.max(0, end - start);
       groups.set(process.group, (groups.get(process.group) ?? 0) + spent);
     });
-    return [...groups];
+    const machineAfter = readMachineCpu();
+    const delta = (field: keyof MachineCpu) =>
+      machineBefore === undefined || machineAfter === undefined
+        ? 0
+        : machineAfter[field] - machineBefore[field];
+    return { groups: [...groups], machineBusy: delta("busy"), machineTotal: delta("total") };
   };
 }
 
@@ -123,7 +162,7 @@ export async function waitUntilIdle(
   while (Date.now() < deadline) {
     const window = startCpuWindow(processes);
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    if (totalCpu(window()) < threshold) return true;
+    if (totalCpu(window().groups) < threshold) return true;
   }
   return false;
 }
