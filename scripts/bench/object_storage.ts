@@ -260,6 +260,19 @@ async function _largeUpload(
       met: undefined,
     });
   }
+  // Where the cores are saturated (other jobs included), rates go as the
+  // inverse of the CPU seconds each byte costs.
+  const directCpu = median(cpu.direct.map((window) => totalCpu(window.groups)));
+  const replicaCpu = median(cpu.replica.map((window) => totalCpu(window.groups)));
+  context.rows.push({
+    what:
+      "9. CPU-s per 512 MiB, upload through an S3 replica vs the direct multipart put; ratio = direct ÷ through a replica, what the rate ratio comes to where the cores are saturated",
+    ours: figure(replicaCpu, "CPU-s"),
+    reference: figure(directCpu, "CPU-s"),
+    ratio: percent(directCpu / replicaCpu),
+    target: `≥ ${percent(THROUGHPUT_TARGET)} needed for the target`,
+    met: directCpu / replicaCpu >= THROUGHPUT_TARGET,
+  });
   // If all cores did nothing but this upload, it could not go faster than
   // its bytes over (its CPU-s / cores): the bound the machine puts on it.
   const cores = navigator.hardwareConcurrency;
