@@ -14,7 +14,8 @@ import { STATUS } from "../src/http/status.ts";
 import { findStreamEndMarkers } from "../src/package/bzip2_worker.ts";
 import { Bzip2WorkerPool } from "../src/package/bzip2_worker_pool.ts";
 import { PackageReadError } from "../src/package/package_errors.ts";
-import { bzip2Compress } from "./helpers/conda_package.ts";
+import { concatBytes } from "../src/concat_bytes.ts";
+import { bzip2Compress, EMPTY_BZIP2_STREAM } from "./helpers/conda_package.ts";
 import { rejectionOf } from "./helpers/rejection.ts";
 
 const MiB = 1024 * 1024;
@@ -35,32 +36,10 @@ function sampleText(length: number, seed: number): Uint8Array {
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts) as Uint8Array<ArrayBuffer>;
 }
 
-/** "BZh9", the end-of-stream magic and a zero CRC: a stream with no block. */
-const EMPTY_STREAM = new Uint8Array([
-  0x42,
-  0x5a,
-  0x68,
-  0x39,
-  0x17,
-  0x72,
-  0x45,
-  0x38,
-  0x50,
-  0x90,
-  0,
-  0,
-  0,
-  0,
-]);
+const EMPTY_STREAM = EMPTY_BZIP2_STREAM;
 
 Deno.test("Bzip2WorkerPool.decode() verifies single and multi-stream files whole", async () => {
   await using pool = new Bzip2WorkerPool();

@@ -8,6 +8,7 @@ import type { PackageMetadata } from "../src/package/package_metadata.ts";
 import {
   buildPackage,
   bzip2Compress,
+  EMPTY_BZIP2_STREAM,
   indexJson,
   packageFilename,
   type PackageSpec,
@@ -642,24 +643,6 @@ Deno.test("inspectPackage() bounds an info-last .tar.bz2 by maxScannedBytes", as
     assert.equal(metadata.name, "late");
   });
 });
-
-/** A bzip2 stream with no block: "BZh9", the end-of-stream magic and a zero CRC (14 bytes). */
-const EMPTY_BZIP2_STREAM = new Uint8Array([
-  0x42,
-  0x5a,
-  0x68,
-  0x39,
-  0x17,
-  0x72,
-  0x45,
-  0x38,
-  0x50,
-  0x90,
-  0,
-  0,
-  0,
-  0,
-]);
 
 Deno.test("inspectPackage() refuses a .tar.bz2 behind thousands of empty bzip2 streams, and accepts a few", async () => {
   await withTempDir(async (dir) => {

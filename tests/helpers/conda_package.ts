@@ -156,6 +156,24 @@ function _sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
+/** A bzip2 stream with no block: "BZh9", the end-of-stream magic and a zero CRC (14 bytes). */
+export const EMPTY_BZIP2_STREAM: Uint8Array<ArrayBuffer> = new Uint8Array([
+  0x42,
+  0x5a,
+  0x68,
+  0x39,
+  0x17,
+  0x72,
+  0x45,
+  0x38,
+  0x50,
+  0x90,
+  0,
+  0,
+  0,
+  0,
+]);
+
 /** bzip2-compresses `data` with the system `bzip2` (level 9, 900 kB blocks). */
 export async function bzip2Compress(data: Uint8Array): Promise<Uint8Array> {
   const child = new Deno.Command("bzip2", {
