@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { zstdCompressSync } from "node:zlib";
 import { errorResponse, HttpError } from "../src/http/http_error.ts";
 import { STATUS } from "../src/http/status.ts";
-import { ChannelStorage } from "../src/storage/channel_storage.ts";
+import { ChannelStorage, SERVABLE_REFRESH_MS } from "../src/storage/channel_storage.ts";
 import { serveChannel, type ServeChannelOptions } from "../src/serve/serve_channel.ts";
 import { buildPackage } from "./helpers/conda_package.ts";
 import { startTestServer, uploadForm } from "./helpers/test_server.ts";
@@ -14,6 +14,11 @@ const PACKAGE = "linux-64/foo-1.0-0.conda";
 const PACKAGE_SIZE = 600_000;
 const ORIGIN = "http://channel.test";
 const encoder = new TextEncoder();
+
+/** Waits until serving looks at the files again (another process's change shows). */
+function pastRefresh(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, SERVABLE_REFRESH_MS + 10));
+}
 
 interface Channel extends AsyncDisposable {
   /** Parent temp dir holding `channel/` and `secret.txt` (outside the channel). */
@@ -204,7 +209,7 @@ test("serveChannel() serves an empty file", async () => {
   assert.equal((await bytesOf(response)).length, 0);
 });
 
-test("serveChannel() changes the ETag when the file changes", async () => {
+test("serveChannel() changes the ETag when another process changes the file", async () => {
   await using channel = await makeChannel();
   const before = await serveChannel(request("/noarch/repodata.json"), channel.storage);
   await before.body?.cancel();
@@ -214,6 +219,7 @@ test("serveChannel() changes the ETag when the file changes", async () => {
   const later = new Date(MTIME.getTime() + 60_000);
   await Deno.writeFile(`${channel.root}/noarch/repodata.json`, replacement);
   await Deno.utime(`${channel.root}/noarch/repodata.json`, later, later);
+  await pastRefresh();
   const after = await serveChannel(
     request("/noarch/repodata.json", { headers: { "if-none-match": oldTag } }),
     channel.storage,
@@ -376,9 +382,21 @@ test("serveChannel() refuses a symlink inside the channel that resolves to a dot
     (await serveChannel(request("/linux-64/repodata.json"), channel.storage)).status,
     200,
   );
+  const spooled = fileOf(channel, ".upload-spool/x.part");
   for (const path of ["linux-64/notes.bin", "linux-64/repodata.json"]) {
+    const before = fileOf(channel, path);
     await Deno.remove(`${channel.root}/${path}`);
     await Deno.symlink("../.upload-spool/x.part", `${channel.root}/${path}`);
+    // Within the refresh window the old bytes may still be served, never the link's target.
+    const meanwhile = await respond(channel, `/${path}`);
+    if (meanwhile.status === STATUS.OK) {
+      const bytes = await bytesOf(meanwhile);
+      assert.deepEqual(bytes, before, `${path}: the old bytes or nothing`);
+      assert.notDeepEqual(bytes, spooled);
+    } else {
+      await assertNotFound(meanwhile, path);
+    }
+    await pastRefresh();
     await assertNotFound(await respond(channel, `/${path}`), path);
   }
   assert.equal(await channel.storage.readFile("linux-64/repodata.json"), undefined);
@@ -420,10 +438,11 @@ test("serveChannel() answers from memory only while the file is unchanged", asyn
     second,
   );
 
-  // Replaced by another process (rename over it): seen at once.
+  // Replaced by another process (rename over it): seen within the refresh window.
   const third = repodata("linux-64", 302);
   await Deno.writeFile(`${channel.root}/linux-64/.other.tmp`, third);
   await Deno.rename(`${channel.root}/linux-64/.other.tmp`, `${channel.root}/${path}`);
+  await pastRefresh();
   assert.deepEqual(await bytesOf(await serveChannel(request(`/${path}`), channel.storage)), third);
   assert.deepEqual(
     await gunzip(await serveChannel(request(`/${path}`, gzipped), channel.storage)),
@@ -437,11 +456,13 @@ test("serveChannel() answers from memory only while the file is unchanged", asyn
   const before = await Deno.stat(`${channel.root}/${path}`);
   await Deno.writeFile(`${channel.root}/${path}`, fourth);
   assert.equal((await Deno.stat(`${channel.root}/${path}`)).ino, before.ino);
+  await pastRefresh();
   const rewritten = await serveChannel(request(`/${path}`), channel.storage);
   assert.deepEqual(await bytesOf(rewritten), fourth);
 
   // Removed: 404, not the bytes held.
   await Deno.remove(`${channel.root}/${path}`);
+  await pastRefresh();
   await assertNotFound(await respond(channel, `/${path}`), path);
 });
 

@@ -85,7 +85,7 @@ export class HotFileCache {
    */
   get(relative: string, found: ServableFile): HotFile | Promise<HotFile | undefined> {
     const held = this.#files.get(relative);
-    if (held !== undefined && held.version === found.version) {
+    if (held !== undefined && held.version >= found.version) {
       // Most recently used goes last.
       this.#files.delete(relative);
       this.#files.set(relative, held);

@@ -63,13 +63,25 @@ export function channelPath(relative: string): string[] | undefined {
   return segments;
 }
 
+/**
+ * How long serving trusts what it looked up of a path, in ms: a file another
+ * process replaced or removed shows within this; this process's writes at once.
+ */
+export const SERVABLE_REFRESH_MS = 50;
+
 /** The channel's storage: a local directory (the default backend of {@linkcode ChannelStore}). */
 export class ChannelStorage implements ChannelStore {
   /** Absolute path of the channel root. */
   readonly root: string;
   #realRoot: string;
-  /** Channel-relative path -> identity whose resolved path was checked, and its version. */
-  #checked = new Map<string, { identity: string; version: number }>();
+  /**
+   * Channel-relative path -> identity whose resolved path was checked, its
+   * version, and what the last look found and when (for serving).
+   */
+  #checked = new Map<
+    string,
+    { identity: string; version: number; entry: ChannelEntry; lookedAt: number }
+  >();
   #nextVersion = 1;
   #directories = new Set<string>();
   #directoryHandles = new Map<string, Deno.FsFile>();
@@ -347,10 +359,21 @@ export class ChannelStorage implements ChannelStore {
    * Describes the servable file at `relative` with a version for keeping
    * copies, or returns undefined when it is not one: not a regular file,
    * not a plain channel path, or resolving (through symlinks) outside the
-   * channel or to a dotfile in it. Synchronous: one `stat` for a file seen
-   * before, a `realpath` the first time.
+   * channel or to a dotfile in it. Synchronous. What was found is trusted
+   * for {@linkcode SERVABLE_REFRESH_MS}: every write of this process shows at
+   * once, a file another process replaced or removed within that time
+   * (`stat` and `open` always look).
    */
   servable(relative: string): ServableFile | undefined {
+    const known = this.#checked.get(relative);
+    if (known !== undefined && performance.now() - known.lookedAt < SERVABLE_REFRESH_MS) {
+      return { entry: known.entry, version: known.version };
+    }
+    return this.#look(relative);
+  }
+
+  /** {@linkcode servable} as the file is now: one `stat` for a file seen before, a `realpath` the first time. */
+  #look(relative: string): ServableFile | undefined {
     const segments = channelPath(relative);
     if (!segments) return undefined;
     // The segments are checked: plain concatenation is the joined path.
@@ -360,13 +383,21 @@ export class ChannelStorage implements ChannelStore {
       try {
         info = Deno.statSync(absolute);
       } catch {
+        this.#checked.delete(relative);
         return undefined;
       }
-      if (!info.isFile) return undefined;
+      if (!info.isFile) {
+        this.#checked.delete(relative);
+        return undefined;
+      }
       const identity = fileIdentity(info);
       const entry = toEntry(segments[segments.length - 1]!, info);
       const known = this.#checked.get(relative);
-      if (known?.identity === identity) return { entry, version: known.version };
+      if (known?.identity === identity) {
+        known.entry = entry;
+        known.lookedAt = performance.now();
+        return { entry, version: known.version };
+      }
       const resolved = this.#resolveInside(absolute);
       if (resolved === undefined) return undefined;
       // Where the path resolves must be the file just described; otherwise
@@ -375,7 +406,7 @@ export class ChannelStorage implements ChannelStore {
       if (real === undefined || fileIdentity(real) !== identity) continue;
       const version = this.#nextVersion++;
       this.#checked.delete(relative);
-      this.#checked.set(relative, { identity, version });
+      this.#checked.set(relative, { identity, version, entry, lookedAt: performance.now() });
       if (this.#checked.size > MAX_CHECKED_FILES) {
         this.#checked.delete(this.#checked.keys().next().value!);
       }
@@ -386,7 +417,7 @@ export class ChannelStorage implements ChannelStore {
 
   /** Size and mtime of a channel file, or undefined when it is not a servable file. */
   stat(relative: string): Promise<ChannelEntry | undefined> {
-    return Promise.resolve(this.servable(relative)?.entry);
+    return Promise.resolve(this.#look(relative)?.entry);
   }
 
   /** Whether `relative` names a directory inside the channel (not a dot-directory). */
@@ -407,7 +438,7 @@ export class ChannelStorage implements ChannelStore {
   open(relative: string): Promise<OpenedFile | undefined> {
     for (let attempt = 0; attempt < 3; attempt++) {
       // Looked up first: opening a FIFO or a device would block.
-      const found = this.servable(relative);
+      const found = this.#look(relative);
       if (!found) return Promise.resolve(undefined);
       let file: Deno.FsFile;
       try {
