@@ -44,6 +44,21 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "proxy-connection",
 ]);
 
+/** Bodies of responses made by {@linkcode bytesResponse}, taken without a stream. */
+const _knownBodies = new WeakMap<Response, Uint8Array>();
+
+/**
+ * A response whose body is `body`, held as bytes: {@linkcode writeResponse}
+ * sends them with the head in one write without making a stream of them
+ * (a stream per response was ~4 % of the time of a small cached file).
+ * Anything else reading the response still finds the same body.
+ */
+export function bytesResponse(body: Uint8Array<ArrayBuffer>, init: ResponseInit): Response {
+  const response = new Response(body, init);
+  _knownBodies.set(response, body);
+  return response;
+}
+
 /**
  * Writes `response`. Resolves whether the connection can carry another
  * request: false when the body could not be framed (a `Content-Length`
@@ -69,6 +84,12 @@ export async function writeResponse(
   }
   if (!hasDate) headers.push(["date", _httpDate()]);
   const bodyless = options.head || status < 200 || status === 204 || status === 304;
+  const known = _knownBodies.get(response);
+  if (known !== undefined && !bodyless && (contentLength ?? known.length) === known.length) {
+    headers.push(["content-length", String(known.length)]);
+    await options.write([_head(status, headers, options.close, options.http10), known]);
+    return !options.close;
+  }
   if (bodyless) {
     response.body?.cancel().catch(() => {});
     if (contentLength !== undefined && status !== 204) {

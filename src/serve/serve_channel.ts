@@ -18,6 +18,7 @@
 
 import { HttpError } from "../http/http_error.ts";
 import { STATUS } from "../http/status.ts";
+import { bytesResponse } from "../http/response_writer.ts";
 import type {
   ChannelEntry,
   ChannelStore,
@@ -364,7 +365,9 @@ function bodyResponse(
     if (body instanceof ReadableStream) void body.cancel();
     return new Response(null, { status, headers });
   }
-  return new Response(body, { status, headers });
+  return body instanceof Uint8Array
+    ? bytesResponse(body, { status, headers })
+    : new Response(body, { status, headers });
 }
 
 /** RFC 9110 §13.1.2/§13.1.3: If-None-Match wins over If-Modified-Since. */
