@@ -7,7 +7,11 @@
 
 import { concatBytes } from "../src/concat_bytes.ts";
 import assert from "node:assert/strict";
-import { writeResponse, type WriteResponseOptions } from "../src/http/response_writer.ts";
+import {
+  bytesResponse,
+  writeResponse,
+  type WriteResponseOptions,
+} from "../src/http/response_writer.ts";
 
 interface Written {
   writes: Uint8Array[];
@@ -78,6 +82,32 @@ Deno.test("writeResponse() sends a small answer's head and body in one write", a
   assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
   assert.match(head, /\r\ncontent-length: 5\r\n/);
   assert.deepEqual(sent, body);
+});
+
+Deno.test("writeResponse() sends a bytesResponse's bytes with its head in one write, its stream untouched", async () => {
+  const out = collecting();
+  const body = new TextEncoder().encode("channel file");
+  const response = bytesResponse(body, {
+    status: 206,
+    headers: { "content-length": String(body.length), etag: '"y"' },
+  });
+  assert.equal(await writeResponse(response, out.options), true);
+  assert.equal(out.writes.length, 1);
+  const { head, body: sent } = split(out.writes[0]!);
+  assert.match(head, /^HTTP\/1\.1 206 Partial Content\r\n/);
+  assert.match(head, /\r\ncontent-length: 12\r\n/);
+  assert.deepEqual(sent, body);
+  // The body was never turned into a stream and read: it is still there for anyone else.
+  assert.equal(response.bodyUsed, false);
+  assert.equal(await response.text(), "channel file");
+
+  // A Content-Length that does not match the bytes: the stream path cuts and closes, as for any response.
+  const mismatch = collecting();
+  const longer = bytesResponse(new TextEncoder().encode("0123456789"), {
+    headers: { "content-length": "4" },
+  });
+  assert.equal(await writeResponse(longer, mismatch.options), false);
+  assert.equal(new TextDecoder().decode(split(mismatch.writes[0]!).body), "0123");
 });
 
 Deno.test("writeResponse() cuts a body longer than its Content-Length to it, and one shorter ends the connection", async () => {
