@@ -22,8 +22,9 @@ import {
  * The stand-in `conda` (bash, so a run costs milliseconds): appends one JSON
  * line per run to runs.jsonl beside itself (argv, start and end in ms since
  * the epoch, the package files it saw in the channel at start), sleeps for the
- * seconds in `sleep-seconds` if present, and fails (stderr message, exit 1)
- * while a `fail` file is present.
+ * seconds in `sleep-seconds` if present, writes `linux-64/repodata.json`
+ * (`{"run_started": ms}`, renamed into place) while `write-repodata` is
+ * present, and fails (stderr message, exit 1) while a `fail` file is present.
  */
 const STAND_IN = `#!/usr/bin/env bash
 set -u
@@ -37,6 +38,10 @@ if [ -d "\${2:-}" ]; then
   for file in "$2"/*/*.conda "$2"/*/*.tar.bz2; do present+=("\${file#"$2"/}"); done
 fi
 if [ -f "$here/sleep-seconds" ]; then sleep "$(cat "$here/sleep-seconds")"; fi
+if [ -f "$here/write-repodata" ] && [ -d "\${2:-}/linux-64" ]; then
+  printf '{"run_started":%s}' "$start" >"$2/linux-64/.repodata.json.conda"
+  mv "$2/linux-64/.repodata.json.conda" "$2/linux-64/repodata.json"
+fi
 failed=false
 if [ -f "$here/fail" ]; then failed=true; fi
 printf '{"argv":%s,"start":%s,"end":%s,"present":%s,"failed":%s}\\n' \\
@@ -66,6 +71,8 @@ interface StandIn extends AsyncDisposable {
   failing(on: boolean): Promise<void>;
   /** Makes later runs take at least `ms`. */
   sleep(ms: number): Promise<void>;
+  /** Makes later runs write `linux-64/repodata.json`. */
+  writeRepodata(): Promise<void>;
 }
 
 async function makeStandIn(): Promise<StandIn> {
@@ -88,6 +95,9 @@ async function makeStandIn(): Promise<StandIn> {
     },
     async sleep(ms) {
       await Deno.writeTextFile(join(dir, "sleep-seconds"), String(ms / 1000));
+    },
+    async writeRepodata() {
+      await Deno.writeTextFile(join(dir, "write-repodata"), "");
     },
     async [Symbol.asyncDispose]() {
       await Deno.remove(dir, { recursive: true });
@@ -154,6 +164,32 @@ Deno.test("POST / with -e runs CONDA_EXE index <channel root> after publishing",
     server.logs.some((line) => / INFO conda index done /.test(line)),
     server.logs.join("\n"),
   );
+});
+
+Deno.test("POST / with -e serves what conda index wrote as soon as the upload is answered", async () => {
+  await using conda = await makeStandIn();
+  await using server = await startTestServer({ flags: { condaExe: conda.path } });
+  await Deno.mkdir(join(server.channelRoot, "linux-64"), { recursive: true });
+  await Deno.writeTextFile(join(server.channelRoot, "linux-64", "repodata.json"), '{"before":1}');
+  await conda.sleep(300);
+  await conda.writeRepodata();
+  // Readers keep fetching repodata.json while conda runs, so the server has
+  // just looked at the old file when the upload is answered.
+  let answered = false;
+  const reading = (async () => {
+    while (!answered) {
+      const response = await server.fetch("/linux-64/repodata.json");
+      await response.body?.cancel();
+    }
+  })();
+  const uploaded = await upload(server, { name: "exe", version: "3.0" });
+  answered = true;
+  await reading;
+  assert.equal(uploaded.status, STATUS.Created, uploaded.text);
+  const response = await server.fetch("/linux-64/repodata.json");
+  const body = await response.json();
+  const [run] = await conda.runs();
+  assert.deepEqual(body, { run_started: run!.start }, "the file conda wrote, not the one before");
 });
 
 Deno.test("POST / with -e answers 500 with the reason when conda index fails and takes the package back out", async () => {

@@ -82,7 +82,8 @@ export class CondaExeIndex implements ChannelIndexer {
       throw new Error(`conda index could not run: ${reason}`);
     }
     const stderr = readTail(child.stderr);
-    const status = await child.status;
+    // Whatever conda wrote (also on a failure) is served from now on.
+    const status = await child.status.finally(() => this.#storage.lookAgain());
     // A grandchild may keep stderr open after conda exits: wait only briefly for it.
     const tail = await Promise.race([
       stderr,

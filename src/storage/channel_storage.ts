@@ -321,6 +321,7 @@ export class ChannelStorage implements ChannelStore {
   async removeFile(relative: string): Promise<boolean> {
     try {
       await Deno.remove(this.#absolute(checked(relative)));
+      this.#checked.delete(relative);
       return true;
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return false;
@@ -413,6 +414,16 @@ export class ChannelStorage implements ChannelStore {
       return { entry, version };
     }
     return undefined;
+  }
+
+  /**
+   * Makes serving look at every path again, for files another process
+   * changed on this server's behalf (`conda index` with `-e`): what it
+   * wrote is served from the next request on, not up to
+   * {@linkcode SERVABLE_REFRESH_MS} later.
+   */
+  lookAgain(): void {
+    for (const known of this.#checked.values()) known.lookedAt = -Infinity;
   }
 
   /** Size and mtime of a channel file, or undefined when it is not a servable file. */
