@@ -299,8 +299,9 @@ export async function startApplication(
         await listener.shutdown(config.shutdownMs + SHUTDOWN_GRACE_MS);
       } finally {
         clearTimeout(deadline);
-        storage.close();
-        for (const channel of named) channel.storage.close();
+        const all = [storage, ...named.map((channel) => channel.storage)];
+        await Promise.all(all.map((each) => each.settle().catch(() => {})));
+        for (const each of all) each.close();
       }
     })();
     return stopped;

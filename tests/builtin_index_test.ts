@@ -287,7 +287,8 @@ Deno.test("BuiltinIndex.open() loads the existing state", async () => {
 Deno.test("two BuiltinIndex instances on one channel keep each other's records", async () => {
   await using channel = await tempChannel("builtin-index-");
   const a = await BuiltinIndex.open(channel.storage);
-  const b = await BuiltinIndex.open(await ChannelStorage.open(channel.root));
+  const bStorage = await ChannelStorage.open(channel.root);
+  const b = await BuiltinIndex.open(bStorage);
   const adds: Promise<void>[] = [];
   for (let i = 0; i < 20; i++) {
     adds.push(a.add(syntheticSource({ name: `from-a${i}`, version: "1.0" })));
@@ -307,6 +308,8 @@ Deno.test("two BuiltinIndex instances on one channel keep each other's records",
   const channeldata = await readChanneldata(channel);
   assert.equal(Object.keys(channeldata.packages).length, 42);
   assert.deepEqual(channeldata.packages["only-b"]?.subdirs, ["noarch"]);
+  await bStorage.settle();
+  bStorage.close();
 });
 
 Deno.test("add() rejects when the write fails and leaves the record out of memory", async () => {

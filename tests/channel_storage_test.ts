@@ -35,14 +35,37 @@ Deno.test("writeFilesAtomic() puts every file in place, in new directories too, 
     "shards",
   ]);
 
-  // A second batch replaces the content of existing files.
+  // A second batch replaces the content of existing files; the replaced
+  // versions are removed after the write, off the JS thread (settle() waits).
   await temp.storage.writeFilesAtomic([{ relative: "linux-64/repodata.json", data: '{"a":2}' }]);
   assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/repodata.json")), '{"a":2}');
+  await temp.storage.settle();
   assert.deepEqual(await names(join(temp.root, "linux-64")), [
     "index.html",
     "repodata.json",
     "shards",
   ]);
+});
+
+Deno.test("writeFilesAtomic() frees a replaced version after the write: a reader that opened it reads it whole", async () => {
+  await using temp = await tempStorage();
+  const old = new Uint8Array(3 * 1024 * 1024).fill(7);
+  await temp.storage.writeFilesAtomic([{ relative: "linux-64/repodata.json", data: old }]);
+  using reader = await Deno.open(join(temp.root, "linux-64/repodata.json"));
+  await temp.storage.writeFilesAtomic([{ relative: "linux-64/repodata.json", data: '{"a":2}' }]);
+  assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/repodata.json")), '{"a":2}');
+  await temp.storage.settle();
+  // Its name is gone, its bytes stay with the reader.
+  assert.deepEqual(await names(join(temp.root, "linux-64")), ["repodata.json"]);
+  const read = new Uint8Array(old.length);
+  let filled = 0;
+  while (filled < read.length) {
+    const n = await reader.read(read.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  assert.equal(filled, old.length);
+  assert.deepEqual(read, old);
 });
 
 Deno.test("writeFilesAtomic() that fails at a rename keeps the files before it, drops the rest and leaves no temporary file", async () => {
@@ -62,6 +85,7 @@ Deno.test("writeFilesAtomic() that fails at a rename keeps the files before it, 
   );
   assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/repodata.json")), "new");
   assert.equal(await Deno.readTextFile(join(temp.root, "linux-64/run_exports.json")), "old");
+  await temp.storage.settle();
   assert.deepEqual(await names(join(temp.root, "linux-64")), [
     "repodata.json",
     "repodata.json.zst",

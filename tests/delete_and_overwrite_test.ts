@@ -311,6 +311,7 @@ Deno.test("a replacement cut short between the rename and the index write is re-
       sha256Hex(before),
       "stale, as a crash leaves it",
     );
+    await storage.settle();
     storage.close();
 
     // The next start.
@@ -320,6 +321,7 @@ Deno.test("a replacement cut short between the rename and the index write is re-
     const report = await reopened.reconcile();
     assert.deepEqual(report.added, [`linux-64/${filename}`]);
     assert.equal((await recordOf(filename))?.sha256, sha256Hex(after));
+    await restarted.settle();
     restarted.close();
   } finally {
     await Deno.remove(root, { recursive: true });

@@ -274,9 +274,9 @@ Deno.test("POST /api/v1/upload/<channel> answers 409 for a duplicate, 403 for a 
 
 Deno.test("POST /api/v1/upload/<channel> takes a channel name with slashes (--channel_name)", async () => {
   const root = await Deno.makeTempDir({ prefix: "auh-prefix-" });
+  const storage = await ChannelStorage.open(root);
   try {
     const token = "direct-token";
-    const storage = await ChannelStorage.open(root);
     const indexer = await BuiltinIndex.open(storage);
     const uploads = new UploadService(storage, indexer, {
       maxUploadBytes: 1 << 20,
@@ -321,6 +321,8 @@ Deno.test("POST /api/v1/upload/<channel> takes a channel name with slashes (--ch
     await other.body?.cancel();
     assert.deepEqual(await channelPackages(root), ["linux-64/slashed-1.0-0.conda"]);
   } finally {
+    await storage.settle();
+    storage.close();
     await Deno.remove(root, { recursive: true });
   }
 });

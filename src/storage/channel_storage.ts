@@ -83,6 +83,8 @@ export class ChannelStorage implements ChannelStore {
     { identity: string; version: number; entry: ChannelEntry; lookedAt: number }
   >();
   #nextVersion = 1;
+  /** Removals of replaced versions under way. */
+  #retiring = new Set<Promise<void>>();
   #directories = new Set<string>();
   #directoryHandles = new Map<string, Deno.FsFile>();
   /** The lock file, kept open once locked (see {@linkcode withLock}). */
@@ -587,17 +589,48 @@ export class ChannelStorage implements ChannelStore {
     }
     for (const { file } of pending) file.close();
     const directories = new Set<string>();
+    const retired: string[] = [];
     for (const [i, { target, directory, temporary, relative, durable }] of pending.entries()) {
+      // The version being replaced keeps a second name, so that the rename
+      // does not free it (its blocks, a discard: milliseconds for megabytes);
+      // it is removed after the write, off this thread.
+      const keep = `${temporary.slice(0, -".tmp".length)}.old.tmp`;
+      try {
+        Deno.linkSync(target, keep);
+        retired.push(keep);
+      } catch {
+        // No file there yet (or no second name possible): the rename replaces it.
+      }
       try {
         Deno.renameSync(temporary, target);
       } catch (error) {
         _discard(pending.slice(i));
+        this.#retire(retired);
         throw error;
       }
       this.#checked.delete(relative);
       if (durable) directories.add(directory);
     }
-    await Promise.all([...directories].map((directory) => this.#syncDirectory(directory)));
+    try {
+      await Promise.all([...directories].map((directory) => this.#syncDirectory(directory)));
+    } finally {
+      this.#retire(retired);
+    }
+  }
+
+  /** Removes replaced versions (see {@linkcode writeFilesAtomic}) without waiting; {@linkcode settle} waits. */
+  #retire(paths: readonly string[]): void {
+    for (const path of paths) {
+      const removal: Promise<void> = Deno.remove(path).catch(() => {}).finally(() =>
+        this.#retiring.delete(removal)
+      );
+      this.#retiring.add(removal);
+    }
+  }
+
+  /** Resolves once the replaced versions of files written so far are removed. */
+  async settle(): Promise<void> {
+    while (this.#retiring.size > 0) await Promise.all([...this.#retiring]);
   }
 
   /** {@linkcode #inDirectory} for a synchronous action. */

@@ -196,6 +196,8 @@ export interface ChannelStore {
    * replica) runs one at the same time. Waits for its turn.
    */
   withLock<T>(task: () => Promise<T>): Promise<T>;
+  /** Resolves once work the storage still does after its writes (removing replaced versions) is done. */
+  settle(): Promise<void>;
   /** Releases what the storage keeps open. */
   close(): void;
 }

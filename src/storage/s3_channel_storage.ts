@@ -676,6 +676,11 @@ export class S3ChannelStorage implements ChannelStore {
     }
   }
 
+  /** Nothing is left running after a write. */
+  settle(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Aborts uploads still being sent ahead. */
   close(): void {
     for (const path of [...this.#staging.keys()]) void this.#dropStaging(this.#takeStaging(path));

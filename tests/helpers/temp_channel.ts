@@ -34,6 +34,7 @@ export async function tempChannel(
     root,
     storage,
     async [Symbol.asyncDispose]() {
+      await storage.settle();
       storage.close();
       await Deno.remove(root, { recursive: true });
     },

@@ -124,6 +124,9 @@ export async function snapshotDirectory(root: string): Promise<string[]> {
   const entries: string[] = [];
   const walk = async (directory: string, prefix: string) => {
     for await (const entry of Deno.readDir(directory)) {
+      // A replaced index file's old version, kept under a temporary name until
+      // the write that replaced it removes it (off the JS thread): not content.
+      if (entry.name.endsWith(".old.tmp")) continue;
       const relative = prefix + entry.name;
       if (entry.isDirectory) {
         await walk(join(directory, entry.name), relative + "/");
