@@ -11,7 +11,7 @@
  * other runs (and other jobs on the machine) created and deleted: on ext4
  * without a journal, creating a file skips every inode of its block group
  * freed in the last minutes, so a churned group makes every create cost up
- * to a millisecond (see {@linkcode isolatedDirectory}).
+ * to a millisecond (see {@linkcode _isolatedDirectory}).
  *
  * @module
  */
@@ -201,7 +201,7 @@ let _isolatedParent: string | undefined;
  * alone, not what the deletions of earlier runs and other jobs made it cost.
  * On a file system without the attribute the directory is an ordinary one.
  */
-async function isolatedDirectory(context: BenchContext, name: string): Promise<string> {
+async function _isolatedDirectory(context: BenchContext, name: string): Promise<string> {
   if (_isolatedParent === undefined || !_isolatedParent.startsWith(context.tmp)) {
     _isolatedParent = join(context.tmp, "isolated-runs");
     await Deno.mkdir(_isolatedParent, { recursive: true });
@@ -256,7 +256,7 @@ async function _referenceRun(
   items: readonly string[],
   concurrency: number,
 ): Promise<_Run> {
-  const copy = await isolatedDirectory(context, "reference-channel");
+  const copy = await _isolatedDirectory(context, "reference-channel");
   await copyTree(template.root, copy);
   try {
     const server = await startReferenceServer(join(copy, "linux-64"), {
@@ -302,7 +302,7 @@ async function _withOurServer<T>(
   options: Omit<OurServerOptions, "tls" | "tokenHash">,
   use: (server: BenchServer) => Promise<T>,
 ): Promise<T> {
-  const channel = await isolatedDirectory(context, "channel");
+  const channel = await _isolatedDirectory(context, "channel");
   await copyTree(template.root, channel);
   try {
     const server = await startOurServer(channel, {

@@ -30,6 +30,16 @@ export interface CurlUploadOptions {
   caFile: string;
 }
 
+/** curl's options for HTTP/1.1 to a server with the CA in `caFile`, without `Expect: 100-continue`. */
+function _curlHttp(caFile: string): string[] {
+  return ["--http1.1", "--cacert", caFile, "-H", "Expect:"];
+}
+
+/** curl's form fields of an upload: the `token` first, then `file` as `artifact`. */
+function _curlForm(token: string, file: string): string[] {
+  return ["--form-string", `token=${token}`, "-F", `artifact=@${file}`];
+}
+
 /**
  * Uploads `options.file` as the `artifact` field (after the `token` field)
  * of a multipart POST to `url` with curl, without `Expect: 100-continue`.
@@ -39,15 +49,8 @@ export async function curlUpload(url: string, options: CurlUploadOptions): Promi
   const output = await new Deno.Command("curl", {
     args: [
       "-sS",
-      "--http1.1",
-      "--cacert",
-      options.caFile,
-      "-H",
-      "Expect:",
-      "--form-string",
-      `token=${options.token}`,
-      "-F",
-      `artifact=@${file}`,
+      ..._curlHttp(options.caFile),
+      ..._curlForm(options.token, file),
       "-w",
       "\n%{http_code} %{time_total} %{size_upload}",
       `${url}/`,
@@ -175,7 +178,7 @@ export async function curlUploadMany(
   files: readonly string[],
   options: CurlUploadManyOptions,
 ): Promise<UploadManyResult> {
-  const common = ["--http1.1", "--cacert", options.caFile, "-H", "Expect:", "-o", "/dev/null"];
+  const common = [..._curlHttp(options.caFile), "-o", "/dev/null"];
   const clients = Array.from({ length: options.concurrency }, async (_, client) => {
     const mine = files.filter((_, i) => i % options.concurrency === client);
     const args = ["-sS", ...common, "-w", "warm-up %{http_code}\n", `${url}/`];
@@ -185,10 +188,7 @@ export async function curlUploadMany(
         ...common,
         "-w",
         "%{http_code} %{time_total}\n",
-        "--form-string",
-        `token=${options.token}`,
-        "-F",
-        `artifact=@${file}`,
+        ..._curlForm(options.token, file),
         `${url}/`,
       );
     }
