@@ -299,6 +299,11 @@ export async function startApplication(
         await listener.shutdown(config.shutdownMs + SHUTDOWN_GRACE_MS);
       } finally {
         clearTimeout(deadline);
+        await Promise.all(
+          [indexer, ...named.map((channel) => channel.indexer)].map((each) =>
+            each.flush().catch(() => {})
+          ),
+        );
         const all = [storage, ...named.map((channel) => channel.storage)];
         await Promise.all(all.map((each) => each.settle().catch(() => {})));
         for (const each of all) each.close();

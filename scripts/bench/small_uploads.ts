@@ -11,7 +11,11 @@
  * other runs (and other jobs on the machine) created and deleted: on ext4
  * without a journal, creating a file skips every inode of its block group
  * freed in the last minutes, so a churned group makes every create cost up
- * to a millisecond (see {@linkcode _isolatedDirectory}).
+ * to a millisecond (see {@linkcode _isolatedDirectory}). The copies are
+ * removed only when the section ends: ext4 puts a new top directory in the
+ * group with the fewest directories, which is the group whose directories
+ * the previous run just removed, so a run would otherwise create its files
+ * among the inodes the previous run freed.
  *
  * @module
  */
@@ -177,6 +181,7 @@ export async function benchSmallUploads(
     items.slice(0, plan.condaExeUploads),
     referenceAtEight,
   );
+  for (const copy of _finishedRuns.splice(0)) await removeAll(copy);
 }
 
 /** Writes the packages into a directory of the run (curl sends files); returns their paths. */
@@ -192,6 +197,8 @@ async function _writeItems(context: BenchContext, items: readonly UploadItem[]):
 }
 
 let _isolatedParent: string | undefined;
+/** Channel copies of finished runs, removed when the section ends. */
+const _finishedRuns: string[] = [];
 
 /**
  * A path for a run's channel copy in a directory marked as a top of a
@@ -270,7 +277,7 @@ async function _referenceRun(
       await server.stop();
     }
   } finally {
-    await removeAll(copy);
+    _finishedRuns.push(copy);
   }
 }
 
@@ -294,7 +301,7 @@ async function _ourRun(
 
 /**
  * Runs `use` against our server on a fresh copy of the template channel;
- * the server is stopped and the copy removed afterwards.
+ * the server is stopped afterwards (the copy is removed with the section's).
  */
 async function _withOurServer<T>(
   context: BenchContext,
@@ -316,7 +323,7 @@ async function _withOurServer<T>(
       await server.stop();
     }
   } finally {
-    await removeAll(channel);
+    _finishedRuns.push(channel);
   }
 }
 

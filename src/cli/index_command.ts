@@ -38,7 +38,9 @@ export async function runIndexCommand(
     ? await BuiltinIndex.open(storage, { logger })
     : new CondaExeIndex(condaExe, storage, { logger });
   try {
-    return await reconcileAndLog(indexer, logger, "index done");
+    const report = await reconcileAndLog(indexer, logger, "index done");
+    await indexer.flush();
+    return report;
   } finally {
     storage.close();
   }

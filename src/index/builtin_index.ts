@@ -105,7 +105,16 @@ export class BuiltinIndex implements ChannelIndexer {
     }
     if (!cycle.hasChanneldata) ensured.push(cycle.enqueue(undefined, undefined));
     await Promise.all(ensured);
+    await cycle.flush();
     return index;
+  }
+
+  /**
+   * Writes `index.html` and `channeldata.json` now if they lag behind the
+   * index (they follow each index write within 250 ms); call before exiting.
+   */
+  flush(): Promise<void> {
+    return this.#cycle.flush();
   }
 
   /** How many times a subdir's index files have been written (for metrics and tests). */
@@ -144,14 +153,17 @@ export class BuiltinIndex implements ChannelIndexer {
   /**
    * Brings every subdir's index in line with its package files (see
    * `index_reconcile.ts`): only packages the index cannot vouch for are read,
-   * only subdirs that changed or whose files are stale are written.
+   * only subdirs that changed or whose files are stale are written, and
+   * `index.html` and `channeldata.json` are in step when it resolves.
    */
-  reconcile(): Promise<ReconcileReport> {
-    return reconcileChannel({
+  async reconcile(): Promise<ReconcileReport> {
+    const report = await reconcileChannel({
       storage: this.#storage,
       cycle: this.#cycle,
       files: this.#files,
       logger: this.#logger,
     });
+    await this.#cycle.flush();
+    return report;
   }
 }

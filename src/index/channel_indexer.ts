@@ -36,4 +36,6 @@ export interface ChannelIndexer {
   remove(subdir: string, filename: string): Promise<boolean>;
   /** Brings every subdir's index in line with the files present. */
   reconcile(): Promise<ReconcileReport>;
+  /** Writes now what the indexer writes behind (call before exiting); resolves when done. */
+  flush(): Promise<void>;
 }

@@ -62,6 +62,11 @@ export class CondaExeIndex implements ChannelIndexer {
     return { subdirs: [], added: [], removed: [], failed: [], unchanged: 0 };
   }
 
+  /** Nothing is written behind: `conda index` writes every file. */
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
   async #run(): Promise<void> {
     const started = performance.now();
     let child: Deno.ChildProcess;

@@ -10,6 +10,15 @@
  * A subdir whose write fails is rolled back in memory (and its files
  * rewritten from memory as far as possible) and its requests rejected.
  *
+ * The auxiliary files (`index.html`, `channeldata.json`: not synced, read by
+ * people and tools, not by installers) follow behind: a cycle writes them
+ * after it has answered its requests, and at most every
+ * `AUXILIARY_INTERVAL_MS`; a change a cycle could not write them for is
+ * written by a cycle a timer starts, so they show every change within that
+ * time, and at once after {@linkcode IndexWriteCycle.flush}. A subdir's
+ * first write writes them before answering (a subdir is never without its
+ * `index.html`, nor missing from `channeldata.json`).
+ *
  * @module
  */
 
@@ -35,11 +44,8 @@ export interface IndexWriteCycleOptions {
 }
 
 const CHANNELDATA = "channeldata.json";
-/**
- * Least time between two writes of the auxiliary files (`index.html`,
- * `channeldata.json`) while uploads queue up behind each other (ms).
- */
-const AUXILIARY_INTERVAL_MS = 250;
+/** Least time between two writes of the auxiliary files (ms); the most they lag behind. */
+export const AUXILIARY_INTERVAL_MS = 250;
 const decoder = new TextDecoder();
 
 interface _Request {
@@ -82,10 +88,12 @@ export class IndexWriteCycle {
   #channeldataTouched = new Set<string>();
   /** Subdirs whose `index.html` is not written yet. */
   #htmlDue = new Set<string>();
-  /** Whether the last cycle ended with requests waiting (a backlog). */
-  #backlog = false;
-  #auxiliaryWrittenAt = 0;
+  #auxiliaryWrittenAt = -Infinity;
   #auxiliaryWriteCount = 0;
+  /** The timer that starts a cycle to write the auxiliary files. */
+  #auxiliaryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set by {@linkcode flush}: the next cycle writes the auxiliary files whatever their age. */
+  #flushRequested = false;
 
   constructor(storage: ChannelStore, options: IndexWriteCycleOptions) {
     this.#storage = storage;
@@ -117,6 +125,15 @@ export class IndexWriteCycle {
   async load(): Promise<void> {
     await this.#syncFromDisk();
     await this.#syncChanneldata();
+  }
+
+  /**
+   * Writes the auxiliary files (`index.html`, `channeldata.json`) now if they
+   * lag behind the index; resolves once they are written (or nothing was due).
+   */
+  async flush(): Promise<void> {
+    this.#flushRequested = true;
+    await this.enqueue(undefined, undefined);
   }
 
   /**
@@ -186,18 +203,9 @@ export class IndexWriteCycle {
     }
 
     const writes = applied.filter((change) => change.write);
-    for (const name of touched) this.#channeldataTouched.add(name);
-    for (const { state } of writes) this.#htmlDue.add(state!.index.subdir);
-    // The auxiliary files (`index.html`, `channeldata.json`: not synced, not
-    // read by installers) are written in every cycle while uploads come one
-    // at a time, beside the index files. Under a backlog they are written at
-    // most every AUXILIARY_INTERVAL_MS, and by the cycle that empties the queue.
-    const auxiliaryNow = !this.#backlog;
-    const auxiliary = auxiliaryNow
-      ? this.#writeAuxiliary(writes.map(({ state }) => state!.index.subdir))
-      : undefined;
+    // A subdir's first write makes its listing and adds it to channeldata at once.
+    const newSubdir = writes.some(({ state }) => state!.diskStat === undefined);
     const outcomes = await Promise.allSettled(writes.map(({ state }) => this.#write(state!)));
-    await auxiliary;
     for (const [i, outcome] of outcomes.entries()) {
       if (outcome.status === "fulfilled") continue;
       const change = writes[i]!;
@@ -210,25 +218,46 @@ export class IndexWriteCycle {
       // Part of the write may be in place: put back the files memory describes.
       await this.#write(change.state!).catch(() => {});
     }
-    if (writes.some((change) => change.error)) {
-      // Records were taken back: their names' entries and listings again.
-      for (const name of touched) this.#channeldataTouched.add(name);
-      for (const { state } of writes) this.#htmlDue.add(state!.index.subdir);
-      await this.#writeAuxiliary([]);
-    } else if (
-      !auxiliaryNow &&
-      (this.#pending.length === 0 ||
-        performance.now() - this.#auxiliaryWrittenAt >= AUXILIARY_INTERVAL_MS)
-    ) {
-      await this.#writeAuxiliary([]);
+    // Failed or not, these names' entries and these listings are to be written.
+    for (const name of touched) this.#channeldataTouched.add(name);
+    for (const { state } of writes) this.#htmlDue.add(state!.index.subdir);
+    if (newSubdir) {
+      this.#flushRequested = true;
+      await this.#followWithAuxiliary();
     }
-    this.#backlog = this.#pending.length > 0;
 
     for (const { group, results, error } of applied) {
       if (error) group.forEach((request) => request.reject(error.reason));
       else group.forEach((request, i) => request.resolve(results[i]!));
     }
     for (const settleGroup of settle) settleGroup();
+    await this.#followWithAuxiliary();
+  }
+
+  /**
+   * Writes the auxiliary files when they lag behind and were last written
+   * `AUXILIARY_INTERVAL_MS` ago (or a flush asks); else makes sure a timer
+   * starts the cycle that will.
+   */
+  async #followWithAuxiliary(): Promise<void> {
+    const flush = this.#flushRequested;
+    this.#flushRequested = false;
+    const due = this.#channeldataTouched.size > 0 || this.#htmlDue.size > 0 ||
+      this.#channeldataRebuild || this.#channeldataStat === undefined;
+    if (!due) return;
+    const wait = this.#auxiliaryWrittenAt + AUXILIARY_INTERVAL_MS - performance.now();
+    if (flush || wait <= 0) {
+      clearTimeout(this.#auxiliaryTimer);
+      this.#auxiliaryTimer = undefined;
+      await this.#writeAuxiliary();
+    } else if (this.#auxiliaryTimer === undefined) {
+      const timer = setTimeout(() => {
+        this.#auxiliaryTimer = undefined;
+        this.enqueue(undefined, undefined).catch(() => {});
+      }, wait);
+      Deno.unrefTimer(timer);
+      this.#auxiliaryTimer = timer;
+    }
   }
 
   async #write(state: SubdirState): Promise<void> {
@@ -363,10 +392,9 @@ export class IndexWriteCycle {
 
   /**
    * Writes `channeldata.json` (for the names touched since it was last
-   * written) and the `index.html` of every subdir written since; `writing`
-   * are subdirs whose index files are being written at the same time.
+   * written) and the `index.html` of every subdir written since.
    */
-  async #writeAuxiliary(writing: string[]): Promise<void> {
+  async #writeAuxiliary(): Promise<void> {
     this.#auxiliaryWrittenAt = performance.now();
     this.#auxiliaryWriteCount++;
     const touched = this.#channeldataTouched;
@@ -374,7 +402,7 @@ export class IndexWriteCycle {
     const due = [...this.#htmlDue];
     this.#htmlDue.clear();
     await Promise.all([
-      this.#writeChanneldata(touched, writing),
+      this.#writeChanneldata(touched),
       ...due.map(async (subdir) => {
         const state = this.#subdirs.get(subdir);
         if (!state) return;
@@ -391,11 +419,10 @@ export class IndexWriteCycle {
   /**
    * Recomputes the entries of the touched package names (all of them after a
    * reload) and writes `channeldata.json` when it changed; its subdirs are
-   * those with a `repodata.json` plus `writing`. A failure is logged, not
-   * thrown: clients do not need channeldata, and the next cycle writes it
-   * again.
+   * those with a `repodata.json`. A failure is logged, not thrown: clients do
+   * not need channeldata; the names stay due and a later cycle writes it.
    */
-  async #writeChanneldata(touched: Set<string>, writing: string[]): Promise<void> {
+  async #writeChanneldata(touched: Set<string>): Promise<void> {
     try {
       const inputs = new Map<string, ChanneldataInput[]>();
       const wanted = this.#channeldataRebuild ? undefined : touched;
@@ -413,7 +440,7 @@ export class IndexWriteCycle {
       this.#channeldataRebuild = true; // until every entry is up to date again
       for (const [name, list] of inputs) this.#channeldata.update(name, list);
       this.#channeldataRebuild = false;
-      const subdirs = new Set(writing);
+      const subdirs = new Set<string>();
       for (const [name, state] of this.#subdirs) if (state.diskStat) subdirs.add(name);
       const text = this.#channeldata.toJson([...subdirs]);
       if (text === this.#channeldataText) return;
@@ -421,6 +448,7 @@ export class IndexWriteCycle {
       this.#channeldataText = text;
       this.#channeldataStat = await this.#storage.stat(CHANNELDATA);
     } catch (error) {
+      this.#channeldataRebuild = true; // due again, written whole by a later cycle
       this.#logger.error("Cannot write channeldata", { reason: _describe(error) });
     }
   }

@@ -11,6 +11,7 @@ import { type RunningServer, startApplication } from "../../src/app.ts";
 import { hashToken } from "../../src/auth/token_hash.ts";
 import type { ServerFlags } from "../../src/cli/command_line.ts";
 import { resolveServerConfig } from "../../src/config.ts";
+import { AUXILIARY_INTERVAL_MS } from "../../src/index/index_write_cycle.ts";
 import { createLogger } from "../../src/log.ts";
 import {
   createSelfSignedCertificate,
@@ -119,8 +120,13 @@ export function uploadForm(
   return form;
 }
 
-/** Every file under `root` with the sha256 of its content, sorted: a snapshot of a channel. */
+/**
+ * Every file under `root` with the sha256 of its content, sorted: a snapshot
+ * of a channel, taken once `index.html` and `channeldata.json` have followed
+ * the last index write (they lag behind it by up to `AUXILIARY_INTERVAL_MS`).
+ */
 export async function snapshotDirectory(root: string): Promise<string[]> {
+  await new Promise((resolve) => setTimeout(resolve, AUXILIARY_INTERVAL_MS + 100));
   const entries: string[] = [];
   const walk = async (directory: string, prefix: string) => {
     for await (const entry of Deno.readDir(directory)) {
