@@ -4,11 +4,13 @@
  * kept incrementally by the built-in index.
  */
 
-import { decode } from "@msgpack/msgpack";
+import { decode, encode } from "@msgpack/msgpack";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { zstdDecompressSync } from "node:zlib";
 import { BuiltinIndex, type BuiltinIndexOptions } from "../src/index/builtin_index.ts";
+import { buildShard, buildShardIndex } from "../src/index/repodata_shards.ts";
+import { indexedPackage } from "../src/index/subdir_index.ts";
 import { hexDigest, publish, type TempChannel, tempChannel } from "./helpers/temp_channel.ts";
 
 interface ShardIndex {
@@ -252,4 +254,47 @@ Deno.test("channeldata.json takes the prefix and link-script flags and the recip
   await reopened.add(await publish(channel, { name: "bar", version: "1.0" }));
   const again = (await readJson(channel, "channeldata.json")).packages.foo;
   assert.deepEqual(again, entry);
+});
+
+Deno.test("the shard index is byte for byte the msgpack encoding of its map with sorted keys, at every map size", () => {
+  const names = [
+    "zlib",
+    "_libgcc_mutex",
+    "123",
+    "9",
+    "éclair",
+    "a",
+    "python-dateutil",
+    "py",
+    ...Array.from({ length: 300 }, (_, i) => `name-${i}`),
+  ];
+  for (const count of [0, 1, 8, 15, 16, 17, 308]) {
+    const shards = names.slice(0, count).map((name) =>
+      buildShard(name, [
+        indexedPackage(`${name}-1.0-0.conda`, {
+          name,
+          version: "1.0",
+          md5: hexDigest("md5", new TextEncoder().encode(name)),
+          sha256: hexDigest("sha256", new TextEncoder().encode(name)),
+        }),
+      ])
+    );
+    const createdAt = "2026-12-01T00:00:00Z";
+    const byName: Record<string, Uint8Array> = {};
+    for (const shard of shards) byName[shard.name] = shard.sha256;
+    const expected = encode({
+      version: 1,
+      info: {
+        base_url: "",
+        shards_base_url: "./shards/",
+        created_at: createdAt,
+        subdir: "linux-64",
+      },
+      shards: byName,
+    }, { sortKeys: true });
+    for (const order of [shards, [...shards].reverse()]) {
+      const built = buildShardIndex("linux-64", order, { createdAt });
+      assert.deepEqual(new Uint8Array(zstdDecompressSync(built)), expected, `${count} shards`);
+    }
+  }
 });

@@ -21,6 +21,7 @@
 import { decode, encode } from "@msgpack/msgpack";
 import { createHash } from "node:crypto";
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
+import { concatBytes } from "../concat_bytes.ts";
 import type { JsonObject } from "../package/package_metadata.ts";
 import { repodataSection } from "./repodata_record.ts";
 import type { IndexedPackage } from "./subdir_index.ts";
@@ -107,15 +108,41 @@ export function buildShardIndex(
   shards: Iterable<Shard>,
   options: ShardIndexOptions = {},
 ): Uint8Array {
-  const byName: Record<string, Uint8Array> = {};
-  for (const shard of shards) byName[shard.name] = shard.sha256;
   const createdAt = options.createdAt ?? new Date().toISOString().replace(/\.\d+Z$/, "Z");
-  const index = {
-    version: SHARD_INDEX_VERSION,
-    info: { base_url: "", shards_base_url: `./${SHARDS_DIR}/`, created_at: createdAt, subdir },
-    shards: byName,
-  };
-  return _compress(encode(index, { sortKeys: true }));
+  const info = { base_url: "", shards_base_url: `./${SHARDS_DIR}/`, created_at: createdAt, subdir };
+  // What encode({info, shards, version}, {sortKeys: true}) writes, with each
+  // name's entry encoded once per shard rather than once per index write.
+  const sorted = [...shards].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const parts = [
+    Uint8Array.of(0x83), // a map of three keys, in sorted order
+    encode("info"),
+    encode(info, { sortKeys: true }),
+    encode("shards"),
+    _mapHeader(sorted.length),
+    ...sorted.map(_indexEntry),
+    encode("version"),
+    encode(SHARD_INDEX_VERSION),
+  ];
+  return _compress(concatBytes(parts));
+}
+
+/** Each shard's entry in the index's `shards` map: its name, then its sha256 as binary. */
+const _indexEntries = new WeakMap<Shard, Uint8Array>();
+
+function _indexEntry(shard: Shard): Uint8Array {
+  let entry = _indexEntries.get(shard);
+  if (entry === undefined) {
+    entry = concatBytes([encode(shard.name), encode(shard.sha256)]);
+    _indexEntries.set(shard, entry);
+  }
+  return entry;
+}
+
+/** A msgpack map header for `size` entries. */
+function _mapHeader(size: number): Uint8Array {
+  if (size < 16) return Uint8Array.of(0x80 + size);
+  if (size < 0x10000) return Uint8Array.of(0xde, size >> 8, size & 0xff);
+  return Uint8Array.of(0xdf, size >>> 24, (size >> 16) & 0xff, (size >> 8) & 0xff, size & 0xff);
 }
 
 /**
