@@ -243,7 +243,7 @@ async function crashServerArgs(dir: string, channel: string, token: string): Pro
   return await serverArgs(channel, await writeTestTls(dir), token);
 }
 
-Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, stale .zst, unindexed package", async () => {
+Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, stale .zst, unindexed package, record without its file", async () => {
   const dir = await Deno.makeTempDir({ prefix: "auh-repair-" });
   try {
     const channel = join(dir, "channel");
@@ -252,17 +252,20 @@ Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, 
     const args = await crashServerArgs(dir, channel, token);
     const ca = await Deno.readTextFile(join(dir, "ca.pem"));
     using client = Deno.createHttpClient({ caCerts: [ca] });
-    const [first, second, unindexed] = await Promise.all([
+    const [first, second, unindexed, nameLost] = await Promise.all([
       artifact({ name: "first", version: "1.0" }),
       artifact({ name: "second", version: "1.0", format: ".tar.bz2" }),
       // In another subdir, so that only the stale .zst makes linux-64 be rewritten.
       artifact({ name: "unindexed", version: "1.0", subdir: "noarch" }),
+      // Its index write's renames reach the disk, its own name does not (the
+      // subdir is synced once, after both): it was never acknowledged.
+      artifact({ name: "name-lost", version: "1.0" }),
     ]);
     const zstPath = join(channel, "linux-64", "repodata.json.zst");
     let staleZst: Uint8Array | undefined;
     {
       await using server = await startServerProcess(args);
-      for (const item of [first, second]) {
+      for (const item of [first, second, nameLost]) {
         const form = new FormData();
         form.append("token", token);
         form.append("artifact", new Blob([item.bytes]), item.filename);
@@ -292,6 +295,7 @@ Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, 
     await Deno.writeFile(zstPath, staleZst!);
     await Deno.utime(zstPath, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
     await Deno.writeFile(join(channel, "noarch", unindexed.filename), unindexed.bytes);
+    await Deno.remove(join(channel, "linux-64", nameLost.filename));
     const before = await checkChannelInvariants(channel);
     for (
       const expected of [
@@ -299,6 +303,7 @@ Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, 
         /temporary file.*linux-64|linux-64.*temporary file/,
         /\.zst/,
         /unindexed-1\.0-0\.conda: package file not in repodata/,
+        /name-lost-1\.0-0\.conda: indexed but its file is missing/,
       ]
     ) {
       assert.ok(before.some((line) => expected.test(line)), `${expected} in ${before}`);
@@ -316,6 +321,7 @@ Deno.test("a restart repairs what a kill leaves behind: spool, temporary files, 
     const repodata = await read("linux-64");
     assert.equal(repodata["packages.conda"]?.[first.filename]?.sha256, first.sha256);
     assert.equal(repodata.packages?.[second.filename]?.sha256, second.sha256);
+    assert.equal(repodata["packages.conda"]?.[nameLost.filename], undefined);
     const served = await fetch(new URL(`/noarch/${unindexed.filename}`, server.url), { client });
     assert.equal(sha256(await served.bytes()), unindexed.sha256);
   } finally {

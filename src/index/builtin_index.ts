@@ -60,6 +60,8 @@ export class BuiltinIndex implements ChannelIndexer {
   #logger: Logger;
   #files: SubdirFiles;
   #cycle: IndexWriteCycle;
+  /** Its index write syncs the subdir's directory (see `writeFilesAtomic`). */
+  readonly syncsSubdirectory = true;
 
   private constructor(storage: ChannelStore, options: BuiltinIndexOptions) {
     this.#storage = storage;

@@ -30,6 +30,13 @@ export interface ChannelIndexer {
    */
   add(source: PackageRecordSource): Promise<void>;
   /**
+   * Whether a write of add() syncs the package's subdir directory after
+   * putting its files there, so that the package's new name becomes durable
+   * with it (an add() that changes nothing writes nothing: the name it
+   * would cover is a replacement by the same bytes).
+   */
+  readonly syncsSubdirectory: boolean;
+  /**
    * Drops the record of a package whose file was removed; resolves once the
    * index files without it are in place. Returns false when it had no record.
    */

@@ -45,6 +45,9 @@ export class CondaExeIndex implements ChannelIndexer {
     return this.#runs.runs;
   }
 
+  /** `conda index` does not sync directories. */
+  readonly syncsSubdirectory = false;
+
   /** Runs `conda index` (shared with concurrent callers). */
   add(_source: PackageRecordSource): Promise<void> {
     return this.#runs.request();

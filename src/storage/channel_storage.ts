@@ -255,7 +255,7 @@ export class ChannelStorage implements ChannelStore {
       Deno.removeSync(spoolPath);
     }
     this.#checked.delete(`${subdir}/${filename}`);
-    await this.#syncDirectory(directory);
+    if (!options.deferDirectorySync) await this.#syncDirectory(directory);
     return { replaced };
   }
 

@@ -80,6 +80,13 @@ export interface PublishOptions {
    * @default {false}
    */
   replace?: boolean;
+  /**
+   * Leave making the new name durable to the caller's next synced write
+   * into the same directory (the built-in index's write syncs the subdir
+   * after putting its files there, which covers the package's name too).
+   * @default {false}
+   */
+  deferDirectorySync?: boolean;
 }
 
 /** Options for {@linkcode ChannelStore.writeFileAtomic}. */

@@ -43,13 +43,21 @@ export interface SpoolDigest extends FileDigest {
    * small package is inspected from memory instead of read back.
    */
   bytes?: Uint8Array;
+  /**
+   * Resolves once the bytes are on disk (synced, unless the spool is
+   * scratch) and the file is closed; rejects when the sync failed. The sync
+   * runs while the caller inspects the package: await this before the file
+   * takes its name.
+   */
+  durable: Promise<void>;
 }
 
 /**
  * Copies `body` into `spool.file`, computing size, sha256 and md5 on the way,
- * then syncs (unless the storage marks the spool as scratch: `durable: false`)
- * and closes the file. Throws {@linkcode HttpError} 413 as soon as the limit
- * is passed. The caller removes the spool file on failure.
+ * then starts its sync (unless the storage marks the spool as scratch:
+ * `durable: false`), which closes the file when done (see
+ * {@linkcode SpoolDigest.durable}). Throws {@linkcode HttpError} 413 as soon
+ * as the limit is passed. The caller removes the spool file on failure.
  */
 export async function writeSpool(
   body: ReadableStream<Uint8Array>,
@@ -106,20 +114,31 @@ export async function writeSpool(
       buffered = 0;
     }
     await flush();
-    if (spool.durable !== false) await spool.file.syncData();
   } catch (error) {
     await reader.cancel().catch(() => {});
+    _close(spool.file);
     throw error;
   } finally {
     returnBuffer(buffer);
     reader.releaseLock();
-    try {
-      spool.file.close();
-    } catch {
-      // Already closed.
-    }
   }
-  const digest: SpoolDigest = { size, sha256: sha256.digest("hex"), md5: md5.digest("hex") };
+  const durable = (spool.durable === false ? Promise.resolve() : spool.file.syncData())
+    .finally(() => _close(spool.file));
+  durable.catch(() => {}); // the publish awaits it and answers its failure
+  const digest: SpoolDigest = {
+    size,
+    sha256: sha256.digest("hex"),
+    md5: md5.digest("hex"),
+    durable,
+  };
   if (bytes) digest.bytes = bytes;
   return digest;
+}
+
+function _close(file: Deno.FsFile): void {
+  try {
+    file.close();
+  } catch {
+    // Already closed.
+  }
 }

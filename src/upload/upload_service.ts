@@ -55,6 +55,8 @@ export interface SpooledArtifact extends FileDigest {
   path: string;
   /** The whole artifact, when it is small enough to be kept in memory for inspection. */
   bytes?: Uint8Array;
+  /** Resolves once the spool file is synced and closed (see `SpoolDigest.durable`). */
+  durable?: Promise<void>;
 }
 
 /** What a client asks for when publishing a spooled artifact. */
@@ -142,6 +144,7 @@ export class UploadService {
 
   /** Removes a spooled artifact that will not be published. */
   async discard(artifact: SpooledArtifact): Promise<void> {
+    await artifact.durable?.catch(() => {});
     await this.#storage.discardSpoolFile(artifact.path);
   }
 
@@ -154,7 +157,7 @@ export class UploadService {
       return await this.#publish(artifact, request);
     } catch (error) {
       // On success the spool file became the package; on failure it must go.
-      await this.#storage.discardSpoolFile(artifact.path);
+      await this.discard(artifact);
       throw error;
     }
   }
@@ -239,6 +242,9 @@ export class UploadService {
         "Cannot replace package: overwriting is disabled on this server (--allow_overwrite)",
       );
     }
+    // The spool's sync ran while the package was inspected: its bytes are on
+    // disk before they take their name.
+    await artifact.durable;
     // A replacement is one index write: `add` of a name the index holds
     // replaces its record, so a reader polling repodata.json sees the old
     // record or the new one, never neither. Between the rename and that write
@@ -296,6 +302,8 @@ export class UploadService {
     try {
       ({ replaced } = await this.#storage.publish(artifact.path, metadata.subdir, filename, {
         replace,
+        // The index write syncs the subdir: the package's name with the index's.
+        deferDirectorySync: this.#indexer.syncsSubdirectory,
       }));
     } catch (error) {
       const failure = error instanceof PackageExistsError
