@@ -149,7 +149,10 @@ async function main(): Promise<void> {
         context.progress(`building a channel of ${countLabel(count)} packages`);
         templates.push(await buildChannelTemplate(join(tmp, `template-${count}`), count));
       }
-      if (sections.has("small")) await benchSmallUploads(context, templates);
+      if (sections.has("small")) {
+        await _quiesceDisk(context);
+        await benchSmallUploads(context, templates);
+      }
       if (sections.has("startup")) {
         const largest = templates.reduce((a, b) => a.count >= b.count ? a : b);
         await benchStartup(context, largest);
@@ -187,7 +190,7 @@ async function main(): Promise<void> {
         "ratio = ours ÷ reference; every reference is measured by this script in the same run.",
         "1: reference = scripts/bench/reference_server.ts --mode hash (Deno.serve over TLS, streams the raw body to a file with sha256 + md5, fsync). MB/s = 10^6 bytes of the file per second of curl's time_total; curl --http1.1 without Expect, one fresh server per run.",
         "2: VmHWM of the server process (fresh per run); reference = the reference server's VmHWM.",
-        "3: ~100 KiB .conda packages (and .tar.bz2 ones into the smallest channel) by curl processes, each sending its share over one keep-alive HTTP/1.1 connection (`--next`, Nagle off like every CI client: curl, Python requests, rattler-build), after a warm-up request; uploads/s = uploads ÷ the longest time one client spent uploading (sum of its `time_total`); reference = reference_server.ts --mode store (Request.formData(), token check, write + fsync, no hashing, inspection or index). Each run starts from a fresh copy of the channel, in a directory of its own under a `chattr +T` parent (so that it does not create files in a block group that earlier runs churned). Server CPU per upload: user + system time of the server process (all threads; in brackets its main thread alone) from /proc/PID/stat over the run, ÷ uploads. -e uses a stand-in `conda` script that sleeps 300 ms.",
+        "3: ~100 KiB .conda packages (and .tar.bz2 ones into the smallest channel) by curl processes, each sending its share over one keep-alive HTTP/1.1 connection (`--next`, Nagle off like every CI client: curl, Python requests, rattler-build), after a warm-up request; uploads/s = uploads ÷ the longest time one client spent uploading (sum of its `time_total`); reference = reference_server.ts --mode store (Request.formData(), token check, write + fsync, no hashing, inspection or index). Each run starts from a fresh copy of the channel, in a directory of its own under a `chattr +T` parent, and the copies are removed only when the section ends (so that no run creates files among the inodes an earlier run freed: this ext4 has no journal and skips recently freed inodes when it looks for a free one). Server CPU per upload: user + system time of the server process (all threads; in brackets its main thread alone) from /proc/PID/stat over the run, ÷ uploads. -e uses a stand-in `conda` script that sleeps 300 ms.",
         "4: BuiltinIndex.add() in process (resolves once repodata.json, .zst, the name's shard and the shard index, run_exports.json, .zst, index.html and channeldata.json are written); reference = one atomic write (write, fsync, rename) of the same repodata.json.",
         "5: start-up = spawn of `deno run main.ts` to its `listening` line (reconcile trusted every package); reference = spawn to listening of the reference server. Rebuild = `main.ts index` after deleting repodata.json; reference = scripts/bench/reference_digest.ts (read + sha256 + md5 of every package).",
         "6: inspectPackage() in process, warm page cache (.conda: with the CRC-32 pass over every zip member).",
@@ -254,3 +257,15 @@ async function _printProfiles(profileDir: string): Promise<void> {
 }
 
 if (import.meta.main) await main();
+
+/**
+ * Lets the disk settle before a section that measures small synced writes:
+ * `sync`, then a pause. The sections before write and delete gigabytes, and
+ * the writeback and discards that follow slowed the first small-upload runs
+ * (5.1-5.4 ms of main-thread CPU per upload against 3.7 in the third run).
+ */
+async function _quiesceDisk(context: BenchContext): Promise<void> {
+  context.progress("letting the disk settle (sync, 5 s)");
+  await new Deno.Command("sync").output().catch(() => undefined);
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+}

@@ -58,7 +58,7 @@ export const FULL_PLAN: BenchPlan = {
   largeRuns: 3,
   smallUploads: 500,
   channelSizes: [10, 10_000],
-  smallRuns: 3,
+  smallRuns: 5,
   condaExeUploads: 200,
   condaExeRuns: 3,
   indexSizes: [100, 1_000, 10_000],

@@ -112,6 +112,11 @@ export async function benchIndexLatency(context: BenchContext): Promise<void> {
         await index.add(source);
         if (i >= WARM_UP_ADDS) ours.push(performance.now() - started);
       }
+      // What the adds left to write behind (index.html, channeldata.json) and
+      // to remove (replaced versions), before the directory goes.
+      await index.flush();
+      await storage.settle();
+      storage.close();
       const repodata = await Deno.readFile(join(root, SUBDIR, "repodata.json"));
       const reference: number[] = [];
       const target = join(root, "reference-repodata.json");

@@ -332,12 +332,17 @@ export class ChannelStorage implements ChannelStore {
   }
 
   /** Names of the channel's top-level directories (candidate subdirs). */
-  async listDirectories(): Promise<string[]> {
+  listDirectories(): Promise<string[]> {
+    // A few entries, read on every index write: synchronously (see writeFilesAtomic).
     const names: string[] = [];
-    for await (const entry of Deno.readDir(this.root)) {
-      if (entry.isDirectory && channelPath(entry.name)) names.push(entry.name);
+    try {
+      for (const entry of Deno.readDirSync(this.root)) {
+        if (entry.isDirectory && channelPath(entry.name)) names.push(entry.name);
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return names.sort();
+    return Promise.resolve(names.sort());
   }
 
   /** Regular files in `subdir` whose names end with one of `suffixes`. */
