@@ -299,11 +299,19 @@ export async function startApplication(
         await listener.shutdown(config.shutdownMs + SHUTDOWN_GRACE_MS);
       } finally {
         clearTimeout(deadline);
-        await Promise.all(
+        // What the indexers write behind, unless another process holds the
+        // channel's lock past the grace (the next start catches up).
+        const closed = Promise.all(
           [indexer, ...named.map((channel) => channel.indexer)].map((each) =>
-            each.flush().catch(() => {})
+            each.close().catch(() => {})
           ),
         );
+        let grace: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          closed,
+          new Promise((resolve) => grace = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+        ]);
+        clearTimeout(grace);
         const all = [storage, ...named.map((channel) => channel.storage)];
         await Promise.all(all.map((each) => each.settle().catch(() => {})));
         for (const each of all) each.close();

@@ -589,3 +589,70 @@ Deno.test("channeldata.json keeps about.json fields of packages indexed before a
   assert.equal(foo?.version, "1.0");
   assert.deepEqual(foo?.run_exports, { "1.0": { strong: ["foo"] } });
 });
+
+Deno.test("flush() resolves once index.html and channeldata.json hold adds queued behind a running write", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const index = await BuiltinIndex.open(channel.storage);
+  await index.add(syntheticSource({ name: "first", version: "1.0" }));
+  // The second add and the flush queue while the third's write is running.
+  const running = index.add(syntheticSource({ name: "running", version: "1.0" }));
+  const queued = index.add(syntheticSource({ name: "queued", version: "1.0" }));
+  const flushed = index.flush();
+  await Promise.all([running, queued, flushed]);
+  const html = await readText(channel, "linux-64/index.html");
+  const channeldata = await readChanneldata(channel);
+  for (const name of ["first", "running", "queued"]) {
+    assert.ok(html.includes(`${name}-1.0-0.conda`), `${name} in index.html`);
+    assert.ok(channeldata.packages[name], `${name} in channeldata.json`);
+  }
+});
+
+Deno.test("add() of an unchanged record still writes the subdir, so that the package's new name is synced", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const index = await BuiltinIndex.open(channel.storage);
+  const source = syntheticSource({ name: "same", version: "1.0" });
+  await index.add(source);
+  const writes = index.writeCount;
+  await index.add(source);
+  assert.equal(index.writeCount, writes + 1);
+});
+
+Deno.test("BuiltinIndex.open() rewrites index.html and channeldata.json left older than repodata.json", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const first = await BuiltinIndex.open(channel.storage);
+  await first.add(syntheticSource({ name: "early", version: "1.0" }));
+  await first.flush();
+  const stale = {
+    html: await readText(channel, "linux-64/index.html"),
+    channeldata: await readText(channel, "channeldata.json"),
+  };
+  await first.add(syntheticSource({ name: "late", version: "1.0" }));
+  await first.close();
+  // What a process killed before it wrote them leaves: both one write behind.
+  await Deno.writeTextFile(join(channel.root, "linux-64/index.html"), stale.html);
+  await Deno.writeTextFile(join(channel.root, "channeldata.json"), stale.channeldata);
+  const past = new Date(Date.now() - 60_000);
+  for (const path of ["linux-64/index.html", "channeldata.json"]) {
+    await Deno.utime(join(channel.root, path), past, past);
+  }
+  assert.doesNotMatch(await readText(channel, "linux-64/index.html"), /late-1\.0-0/);
+
+  const second = await BuiltinIndex.open(channel.storage);
+  assert.equal(second.writeCount, 0, "repodata.json and its companions were in step");
+  assert.match(await readText(channel, "linux-64/index.html"), /late-1\.0-0\.conda/);
+  assert.ok((await readChanneldata(channel)).packages.late, "late in channeldata.json");
+  await second.close();
+});
+
+Deno.test("close() refuses later requests and leaves no timer behind", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const index = await BuiltinIndex.open(channel.storage);
+  await index.add(syntheticSource({ name: "one", version: "1.0" }));
+  await index.add(syntheticSource({ name: "two", version: "1.0" }));
+  await index.close();
+  assert.match(await readText(channel, "linux-64/index.html"), /two-1\.0-0\.conda/);
+  await assert.rejects(
+    index.add(syntheticSource({ name: "three", version: "1.0" })),
+    /Cannot update index: it is closed/,
+  );
+});

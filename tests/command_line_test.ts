@@ -453,4 +453,10 @@ Deno.test("index CHANNEL_ROOT indexes packages copied in by hand and reports a c
   const again = await runProgram(["index", root]);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /INFO index done .*failed=0/);
+  // Everything written before the exit: no write after the storage closed.
+  for (const run of [result, again]) assert.doesNotMatch(run.stderr, /\bERROR\b/);
+  const html = await Deno.readTextFile(join(root, "linux-64", "index.html"));
+  assert.match(html, /beta-2\.0-0\.conda/);
+  const channeldata = JSON.parse(await Deno.readTextFile(join(root, "channeldata.json")));
+  assert.deepEqual(Object.keys(channeldata.packages).sort(), ["alpha", "beta", "gamma"]);
 });

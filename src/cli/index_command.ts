@@ -39,7 +39,7 @@ export async function runIndexCommand(
     : new CondaExeIndex(condaExe, storage, { logger });
   try {
     const report = await reconcileAndLog(indexer, logger, "index done");
-    await indexer.flush();
+    await indexer.close();
     return report;
   } finally {
     storage.close();

@@ -107,16 +107,44 @@ export class BuiltinIndex implements ChannelIndexer {
     }
     if (!cycle.hasChanneldata) ensured.push(cycle.enqueue(undefined, undefined));
     await Promise.all(ensured);
+    await index.#catchUpAuxiliary();
     await cycle.flush();
     return index;
   }
 
   /**
    * Writes `index.html` and `channeldata.json` now if they lag behind the
-   * index (they follow each index write within 250 ms); call before exiting.
+   * index (they follow each index write about 250 ms later).
    */
   flush(): Promise<void> {
     return this.#cycle.flush();
+  }
+
+  /** Flushes, then stops: nothing is written after it resolves. Call before exiting. */
+  close(): Promise<void> {
+    return this.#cycle.close();
+  }
+
+  /**
+   * Marks `index.html` and `channeldata.json` to be written again where they
+   * are older than a `repodata.json` they describe (a process stopped in the
+   * moments they lag behind).
+   */
+  async #catchUpAuxiliary(): Promise<void> {
+    const behind: string[] = [];
+    let newest = -Infinity;
+    for (const [subdir, state] of this.#cycle.subdirs) {
+      const json = state.diskStat;
+      if (json === undefined) continue;
+      newest = Math.max(newest, json.mtimeMs);
+      const html = await this.#storage.stat(`${subdir}/index.html`);
+      if (html !== undefined && html.mtimeMs < json.mtimeMs) behind.push(subdir);
+    }
+    const channeldata = await this.#storage.stat("channeldata.json");
+    this.#cycle.markAuxiliaryBehind(
+      behind,
+      channeldata !== undefined && channeldata.mtimeMs < newest,
+    );
   }
 
   /** How many times a subdir's index files have been written (for metrics and tests). */
@@ -140,7 +168,13 @@ export class BuiltinIndex implements ChannelIndexer {
     if (!isSubdirName(subdir)) {
       throw new TypeError(`Cannot index package: ${JSON.stringify(subdir)} is not a subdir name`);
     }
-    await this.#cycle.enqueue(subdir, { kind: "add", pkg: indexedPackageFromSource(source) });
+    // The upload path links the package without syncing its directory: the
+    // subdir is written, and so synced, even when the record is unchanged.
+    await this.#cycle.enqueue(subdir, {
+      kind: "add",
+      pkg: indexedPackageFromSource(source),
+      syncName: true,
+    });
   }
 
   /**

@@ -30,10 +30,9 @@ export interface ChannelIndexer {
    */
   add(source: PackageRecordSource): Promise<void>;
   /**
-   * Whether a write of add() syncs the package's subdir directory after
-   * putting its files there, so that the package's new name becomes durable
-   * with it (an add() that changes nothing writes nothing: the name it
-   * would cover is a replacement by the same bytes).
+   * Whether add() writes into the package's subdir and syncs its directory
+   * before it resolves, every time, so that the package's new name becomes
+   * durable with its record.
    */
   readonly syncsSubdirectory: boolean;
   /**
@@ -43,6 +42,9 @@ export interface ChannelIndexer {
   remove(subdir: string, filename: string): Promise<boolean>;
   /** Brings every subdir's index in line with the files present. */
   reconcile(): Promise<ReconcileReport>;
-  /** Writes now what the indexer writes behind (call before exiting); resolves when done. */
-  flush(): Promise<void>;
+  /**
+   * Writes what the indexer writes behind, then stops it (call before
+   * exiting); resolves when done.
+   */
+  close(): Promise<void>;
 }

@@ -66,7 +66,7 @@ export class CondaExeIndex implements ChannelIndexer {
   }
 
   /** Nothing is written behind: `conda index` writes every file. */
-  flush(): Promise<void> {
+  close(): Promise<void> {
     return Promise.resolve();
   }
 

@@ -14,8 +14,9 @@
  * people and tools, not by installers) follow behind: a cycle writes them
  * after it has answered its requests, and at most every
  * `AUXILIARY_INTERVAL_MS`; a change a cycle could not write them for is
- * written by a cycle a timer starts, so they show every change within that
- * time, and at once after {@linkcode IndexWriteCycle.flush}. A subdir's
+ * written by a cycle a timer starts, so they show every change about that
+ * time later (a write that fails is tried again after `AUXILIARY_RETRY_MS`),
+ * and at once after {@linkcode IndexWriteCycle.flush}. A subdir's
  * first write writes them before answering (a subdir is never without its
  * `index.html`, nor missing from `channeldata.json`).
  *
@@ -31,7 +32,12 @@ import { type IndexedPackage, sameBytes, SubdirIndex } from "./subdir_index.ts";
 
 /** One change to a subdir's index. */
 export type IndexOp =
-  | { kind: "add"; pkg: IndexedPackage }
+  /**
+   * `syncName`: the package was just put in place without a sync of its
+   * directory, so the subdir is written (and its directory synced) even when
+   * its record is unchanged.
+   */
+  | { kind: "add"; pkg: IndexedPackage; syncName?: boolean }
   | { kind: "remove"; filename: string; onlyIfFileGone: boolean }
   | { kind: "write" };
 
@@ -44,14 +50,18 @@ export interface IndexWriteCycleOptions {
 }
 
 const CHANNELDATA = "channeldata.json";
-/** Least time between two writes of the auxiliary files (ms); the most they lag behind. */
+/** Least time between two writes of the auxiliary files (ms); about the most they lag behind. */
 export const AUXILIARY_INTERVAL_MS = 250;
+/** When a write of the auxiliary files failed, the wait before the next try (ms). */
+const AUXILIARY_RETRY_MS = 5_000;
 const decoder = new TextDecoder();
 
 interface _Request {
   /** Undefined for a request that only makes a cycle run (refresh from disk). */
   subdir: string | undefined;
   op: IndexOp | undefined;
+  /** Write the auxiliary files in this cycle whatever their age (see flush()). */
+  flush?: boolean;
   resolve(result: boolean): void;
   reject(error: unknown): void;
 }
@@ -92,8 +102,8 @@ export class IndexWriteCycle {
   #auxiliaryWriteCount = 0;
   /** The timer that starts a cycle to write the auxiliary files. */
   #auxiliaryTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Set by {@linkcode flush}: the next cycle writes the auxiliary files whatever their age. */
-  #flushRequested = false;
+  /** Set by {@linkcode close}: no cycle runs any more. */
+  #closed = false;
 
   constructor(storage: ChannelStore, options: IndexWriteCycleOptions) {
     this.#storage = storage;
@@ -132,8 +142,29 @@ export class IndexWriteCycle {
    * lag behind the index; resolves once they are written (or nothing was due).
    */
   async flush(): Promise<void> {
-    this.#flushRequested = true;
-    await this.enqueue(undefined, undefined);
+    await this.#request(undefined, undefined, true);
+  }
+
+  /**
+   * Flushes, then stops: the auxiliary timer is cancelled, and requests
+   * made later are refused.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.flush();
+    this.#closed = true;
+    clearTimeout(this.#auxiliaryTimer);
+    this.#auxiliaryTimer = undefined;
+  }
+
+  /**
+   * Notes that `index.html` of `subdirs` (and `channeldata.json`, with
+   * `channeldata`) are older than what they describe (a process stopped
+   * before it wrote them): the next write of the auxiliary files redoes them.
+   */
+  markAuxiliaryBehind(subdirs: readonly string[], channeldata: boolean): void {
+    for (const subdir of subdirs) this.#htmlDue.add(subdir);
+    if (channeldata) this.#channeldataRebuild = true;
   }
 
   /**
@@ -141,8 +172,13 @@ export class IndexWriteCycle {
    * the disk); resolves with the op's result once its cycle wrote the files.
    */
   enqueue(subdir: string | undefined, op: IndexOp | undefined): Promise<boolean> {
+    return this.#request(subdir, op, false);
+  }
+
+  #request(subdir: string | undefined, op: IndexOp | undefined, flush: boolean): Promise<boolean> {
+    if (this.#closed) return Promise.reject(new Error("Cannot update index: it is closed"));
     return new Promise((resolve, reject) => {
-      this.#pending.push({ subdir, op, resolve, reject });
+      this.#pending.push({ subdir, op, flush, resolve, reject });
       if (!this.#draining) void this.#drain();
     });
   }
@@ -221,43 +257,49 @@ export class IndexWriteCycle {
     // Failed or not, these names' entries and these listings are to be written.
     for (const name of touched) this.#channeldataTouched.add(name);
     for (const { state } of writes) this.#htmlDue.add(state!.index.subdir);
-    if (newSubdir) {
-      this.#flushRequested = true;
-      await this.#followWithAuxiliary();
-    }
+    if (newSubdir) await this.#followWithAuxiliary(true);
 
     for (const { group, results, error } of applied) {
       if (error) group.forEach((request) => request.reject(error.reason));
       else group.forEach((request, i) => request.resolve(results[i]!));
     }
+    // The uploads are answered; refresh and flush requests settle after this.
+    await this.#followWithAuxiliary(requests.some((request) => request.flush));
     for (const settleGroup of settle) settleGroup();
-    await this.#followWithAuxiliary();
   }
 
   /**
    * Writes the auxiliary files when they lag behind and were last written
-   * `AUXILIARY_INTERVAL_MS` ago (or a flush asks); else makes sure a timer
-   * starts the cycle that will.
+   * `AUXILIARY_INTERVAL_MS` ago (or `now`); else makes sure a timer starts
+   * the cycle that will. A write that failed is tried again after
+   * `AUXILIARY_RETRY_MS`.
    */
-  async #followWithAuxiliary(): Promise<void> {
-    const flush = this.#flushRequested;
-    this.#flushRequested = false;
-    const due = this.#channeldataTouched.size > 0 || this.#htmlDue.size > 0 ||
-      this.#channeldataRebuild || this.#channeldataStat === undefined;
-    if (!due) return;
+  async #followWithAuxiliary(now: boolean): Promise<void> {
+    if (!this.#auxiliaryDue()) return;
     const wait = this.#auxiliaryWrittenAt + AUXILIARY_INTERVAL_MS - performance.now();
-    if (flush || wait <= 0) {
-      clearTimeout(this.#auxiliaryTimer);
-      this.#auxiliaryTimer = undefined;
-      await this.#writeAuxiliary();
-    } else if (this.#auxiliaryTimer === undefined) {
-      const timer = setTimeout(() => {
-        this.#auxiliaryTimer = undefined;
-        this.enqueue(undefined, undefined).catch(() => {});
-      }, wait);
-      Deno.unrefTimer(timer);
-      this.#auxiliaryTimer = timer;
+    if (!now && wait > 0) {
+      this.#armAuxiliaryTimer(wait);
+      return;
     }
+    clearTimeout(this.#auxiliaryTimer);
+    this.#auxiliaryTimer = undefined;
+    await this.#writeAuxiliary();
+    if (this.#auxiliaryDue()) this.#armAuxiliaryTimer(AUXILIARY_RETRY_MS);
+  }
+
+  #auxiliaryDue(): boolean {
+    return this.#channeldataTouched.size > 0 || this.#htmlDue.size > 0 ||
+      this.#channeldataRebuild || this.#channeldataStat === undefined;
+  }
+
+  #armAuxiliaryTimer(wait: number): void {
+    if (this.#auxiliaryTimer !== undefined || this.#closed) return;
+    const timer = setTimeout(() => {
+      this.#auxiliaryTimer = undefined;
+      this.enqueue(undefined, undefined).catch(() => {});
+    }, wait);
+    Deno.unrefTimer(timer);
+    this.#auxiliaryTimer = timer;
   }
 
   async #write(state: SubdirState): Promise<void> {
@@ -293,7 +335,7 @@ export class IndexWriteCycle {
           change.undo.push({ filename: op.pkg.filename, previous });
           if (
             !previous || !sameBytes(previous.fragment, op.pkg.fragment) ||
-            previous.runExports === undefined
+            previous.runExports === undefined || op.syncName
           ) {
             change.write = true;
           }

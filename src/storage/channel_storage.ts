@@ -20,7 +20,7 @@
  * @module
  */
 
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 
 import type {
   AtomicFile,
@@ -271,10 +271,12 @@ export class ChannelStorage implements ChannelStore {
         this.#directoryHandles.set(directory, handle);
       }
       await handle.syncData();
-    } catch {
-      // Not every platform can sync a directory; the link or rename is still atomic.
+    } catch (error) {
       this.#directoryHandles.get(directory)?.close();
       this.#directoryHandles.delete(directory);
+      // Not every file system can sync a directory (the link or rename is
+      // still atomic there); any other failure (EIO) leaves the name not durable.
+      if (!_cannotSyncDirectories(error)) throw error;
     }
   }
 
@@ -641,7 +643,7 @@ export class ChannelStorage implements ChannelStore {
   /** {@linkcode #inDirectory} for a synchronous action. */
   #inDirectorySync<T>(directory: string, action: () => T): T {
     if (!this.#directories.has(directory)) {
-      Deno.mkdirSync(directory, { recursive: true });
+      this.#makeDirectory(directory);
       this.#directories.add(directory);
     }
     try {
@@ -650,8 +652,27 @@ export class ChannelStorage implements ChannelStore {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
       this.#directoryHandles.get(directory)?.close();
       this.#directoryHandles.delete(directory);
-      Deno.mkdirSync(directory, { recursive: true });
+      this.#makeDirectory(directory);
       return action();
+    }
+  }
+
+  /**
+   * Makes `directory` (and its missing parents) and syncs each parent up to
+   * the channel root, so that a new subdir's name is as durable as the
+   * packages and index files later synced inside it. Once per directory and
+   * process: cheap calls, made synchronously.
+   */
+  #makeDirectory(directory: string): void {
+    Deno.mkdirSync(directory, { recursive: true });
+    for (let parent = dirname(directory); parent.startsWith(this.root); parent = dirname(parent)) {
+      try {
+        using handle = Deno.openSync(parent, { read: true });
+        handle.syncDataSync();
+      } catch (error) {
+        if (!_cannotSyncDirectories(error)) throw error;
+      }
+      if (parent === this.root) break;
     }
   }
 
@@ -830,6 +851,13 @@ function readExactlySync(
     filled += read;
   }
   return bytes;
+}
+
+/** Whether `error` says the file system cannot sync a directory (not an I/O failure). */
+function _cannotSyncDirectories(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof Deno.errors.NotSupported || code === "EINVAL" || code === "ENOTSUP" ||
+    code === "EOPNOTSUPP";
 }
 
 function statOrUndefined(path: string, options?: { lstat: boolean }): Deno.FileInfo | undefined {

@@ -123,10 +123,23 @@ export function uploadForm(
 /**
  * Every file under `root` with the sha256 of its content, sorted: a snapshot
  * of a channel, taken once `index.html` and `channeldata.json` have followed
- * the last index write (they lag behind it by up to `AUXILIARY_INTERVAL_MS`).
+ * the last index write (they lag behind it by about `AUXILIARY_INTERVAL_MS`):
+ * two readings that far apart must agree.
  */
 export async function snapshotDirectory(root: string): Promise<string[]> {
-  await new Promise((resolve) => setTimeout(resolve, AUXILIARY_INTERVAL_MS + 100));
+  const settle = () => new Promise((resolve) => setTimeout(resolve, AUXILIARY_INTERVAL_MS + 100));
+  await settle();
+  let previous = await _readSnapshot(root);
+  for (let reading = 0; reading < 20; reading++) {
+    await settle();
+    const next = await _readSnapshot(root);
+    if (next.join("\n") === previous.join("\n")) return next;
+    previous = next;
+  }
+  return previous;
+}
+
+async function _readSnapshot(root: string): Promise<string[]> {
   const entries: string[] = [];
   const walk = async (directory: string, prefix: string) => {
     for await (const entry of Deno.readDir(directory)) {
@@ -137,7 +150,12 @@ export async function snapshotDirectory(root: string): Promise<string[]> {
       if (entry.isDirectory) {
         await walk(join(directory, entry.name), relative + "/");
       } else {
-        const bytes = await Deno.readFile(join(directory, entry.name));
+        // A file renamed away meanwhile (a write in progress) is not in this reading.
+        const bytes = await Deno.readFile(join(directory, entry.name)).catch((error) => {
+          if (error instanceof Deno.errors.NotFound) return undefined;
+          throw error;
+        });
+        if (bytes === undefined) continue;
         entries.push(`${relative} ${createHash("sha256").update(bytes).digest("hex")}`);
       }
     }
