@@ -113,10 +113,11 @@ export async function startApplication(
     ...(config.condaExe === undefined ? {} : { condaExe: config.condaExe }),
     ...(config.objectStorage === undefined ? {} : { objectStorage: config.objectStorage }),
   };
-  const { storage, indexer } = await openChannel(
+  const main = await openChannel(
     { name: config.channelName, root: config.channelRoot },
     openOptions,
   );
+  const { storage, indexer } = main;
   const named: OpenChannel[] = [];
   try {
     for (const channel of config.channels) named.push(await openChannel(channel, openOptions));
@@ -146,7 +147,7 @@ export async function startApplication(
       ...(several ? { channel: channel.name } : {}),
       ...(channel.storage === storage ? { shadowedSubdirs: channelNames } : {}),
     });
-  const uploads = uploadService({ name: config.channelName, storage, indexer });
+  const uploads = uploadService(main);
   const namedChannels = named.map((channel) => ({
     name: channel.name,
     storage: channel.storage,
@@ -301,10 +302,10 @@ export async function startApplication(
         clearTimeout(deadline);
         // What the indexers write behind, unless another process holds the
         // channel's lock past the grace (the next start catches up).
+        const channels = [main, ...named];
+        for (const channel of channels) channel.stopSweeping();
         const closed = Promise.all(
-          [indexer, ...named.map((channel) => channel.indexer)].map((each) =>
-            each.close().catch(() => {})
-          ),
+          channels.map((channel) => channel.indexer.close().catch(() => {})),
         );
         let grace: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
@@ -325,7 +326,8 @@ export async function startApplication(
     storage,
     indexer,
     metrics,
-    finished: listener.finished,
+    // Once the whole shutdown is done, index and storage closed included.
+    finished: listener.finished.then(() => stopped),
     shutdown,
     reloadTls,
     reloadCredentials,

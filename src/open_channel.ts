@@ -27,6 +27,8 @@ export interface OpenChannel {
   storage: ChannelStore;
   /** Its index. */
   indexer: ChannelIndexer;
+  /** Stops the periodic reconcile of an object-store channel (a no-op otherwise). */
+  stopSweeping(): void;
 }
 
 /** Options for {@linkcode openChannel}. */
@@ -94,8 +96,10 @@ export async function openChannel(
       });
     }
     const indexer = await openIndexer(channel.name, storage, options);
-    if (options.objectStorage !== undefined) sweepPeriodically(channel.name, indexer, options);
-    return { name: channel.name, storage, indexer };
+    const stopSweeping = options.objectStorage === undefined
+      ? () => {}
+      : sweepPeriodically(channel.name, indexer, options);
+    return { name: channel.name, storage, indexer, stopSweeping };
   } catch (error) {
     storage.close();
     throw error;
@@ -106,8 +110,13 @@ export async function openChannel(
  * Reconciles an object-store channel now and then, which also sweeps the
  * orphans of uploads a crashed replica never acknowledged (see
  * `s3_channel_storage.ts`): every half orphan grace (at most once a second).
+ * Returns the function that stops it.
  */
-function sweepPeriodically(name: string, indexer: ChannelIndexer, options: OpenChannelOptions) {
+function sweepPeriodically(
+  name: string,
+  indexer: ChannelIndexer,
+  options: OpenChannelOptions,
+): () => void {
   const graceMs = options.objectStorage?.orphanGraceMs ?? 5 * 60 * 1000;
   let running = false;
   const timer = setInterval(async () => {
@@ -132,6 +141,7 @@ function sweepPeriodically(name: string, indexer: ChannelIndexer, options: OpenC
     }
   }, Math.max(1000, graceMs / 2));
   Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
 }
 
 async function openIndexer(

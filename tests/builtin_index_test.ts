@@ -590,21 +590,89 @@ Deno.test("channeldata.json keeps about.json fields of packages indexed before a
   assert.deepEqual(foo?.run_exports, { "1.0": { strong: ["foo"] } });
 });
 
+/**
+ * The channel's storage, whose listDirectories() (the first call of every
+ * write cycle) waits for `gate` once `hold()` was called: a cycle is then
+ * running while the test queues more requests.
+ */
+function heldStorage(storage: ChannelStorage) {
+  let held: { started: () => void; gate: Promise<void> } | undefined;
+  const proxy = new Proxy(storage, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (property === "listDirectories") {
+        return async () => {
+          const hold = held;
+          held = undefined;
+          if (hold) {
+            hold.started();
+            await hold.gate;
+          }
+          return await target.listDirectories();
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return {
+    storage: proxy,
+    /** The next cycle waits in its first step until `release` is called; resolves once it does. */
+    hold(): { running: Promise<void>; release: () => void } {
+      let release!: () => void;
+      let started!: () => void;
+      const gate = new Promise<void>((resolve) => release = resolve);
+      const running = new Promise<void>((resolve) => started = resolve);
+      held = { started, gate };
+      return { running, release };
+    },
+  };
+}
+
 Deno.test("flush() resolves once index.html and channeldata.json hold adds queued behind a running write", async () => {
   await using channel = await tempChannel("builtin-index-");
-  const index = await BuiltinIndex.open(channel.storage);
+  const held = heldStorage(channel.storage);
+  const index = await BuiltinIndex.open(held.storage);
   await index.add(syntheticSource({ name: "first", version: "1.0" }));
-  // The second add and the flush queue while the third's write is running.
-  const running = index.add(syntheticSource({ name: "running", version: "1.0" }));
+  const { running, release } = held.hold();
+  const inCycle = index.add(syntheticSource({ name: "running", version: "1.0" }));
+  await running;
+  // Queued while that write runs: they make the next cycle.
   const queued = index.add(syntheticSource({ name: "queued", version: "1.0" }));
   const flushed = index.flush();
-  await Promise.all([running, queued, flushed]);
+  const writes = index.writeCount;
+  release();
+  await Promise.all([inCycle, queued, flushed]);
+  assert.equal(index.writeCount, writes + 2, "two cycles");
   const html = await readText(channel, "linux-64/index.html");
   const channeldata = await readChanneldata(channel);
   for (const name of ["first", "running", "queued"]) {
     assert.ok(html.includes(`${name}-1.0-0.conda`), `${name} in index.html`);
     assert.ok(channeldata.packages[name], `${name} in channeldata.json`);
   }
+});
+
+Deno.test("close() writes what was queued before it, index.html and channeldata.json included, and refuses what comes after", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const held = heldStorage(channel.storage);
+  const index = await BuiltinIndex.open(held.storage);
+  await index.add(syntheticSource({ name: "one", version: "1.0" }));
+  const { running, release } = held.hold();
+  const inCycle = index.add(syntheticSource({ name: "two", version: "1.0" }));
+  await running;
+  const queued = index.add(syntheticSource({ name: "three", version: "1.0" }));
+  const closed = index.close();
+  const late = index.add(syntheticSource({ name: "late", version: "1.0" }));
+  late.catch(() => {}); // asserted below
+  release();
+  await Promise.all([inCycle, queued, closed]);
+  await assert.rejects(late, /Cannot update index: it is closed/);
+  await assert.rejects(index.flush(), /Cannot update index: it is closed/);
+  const html = await readText(channel, "linux-64/index.html");
+  for (const name of ["one", "two", "three"]) {
+    assert.ok(html.includes(`${name}-1.0-0.conda`), `${name} in index.html`);
+  }
+  assert.doesNotMatch(html, /late-1\.0-0/);
+  assert.equal(await index.close(), undefined, "a second close() is the first one");
 });
 
 Deno.test("add() of an unchanged record still writes the subdir, so that the package's new name is synced", async () => {
@@ -642,17 +710,4 @@ Deno.test("BuiltinIndex.open() rewrites index.html and channeldata.json left old
   assert.match(await readText(channel, "linux-64/index.html"), /late-1\.0-0\.conda/);
   assert.ok((await readChanneldata(channel)).packages.late, "late in channeldata.json");
   await second.close();
-});
-
-Deno.test("close() refuses later requests and leaves no timer behind", async () => {
-  await using channel = await tempChannel("builtin-index-");
-  const index = await BuiltinIndex.open(channel.storage);
-  await index.add(syntheticSource({ name: "one", version: "1.0" }));
-  await index.add(syntheticSource({ name: "two", version: "1.0" }));
-  await index.close();
-  assert.match(await readText(channel, "linux-64/index.html"), /two-1\.0-0\.conda/);
-  await assert.rejects(
-    index.add(syntheticSource({ name: "three", version: "1.0" })),
-    /Cannot update index: it is closed/,
-  );
 });

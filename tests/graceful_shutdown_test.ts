@@ -309,3 +309,31 @@ Deno.test("SIGTERM while a form upload over TLS is still sending its body: idle 
   assert.deepEqual(await indexedFilenames(setup.channel, "linux-64"), [packageFilename(spec)]);
   assert.deepEqual(await spoolEntries(setup.channel), []);
 });
+
+Deno.test("SIGTERM right after uploads: index.html and channeldata.json name every answered package before the program exits", async () => {
+  await using setup = await setUp();
+  await using server = await start(setup);
+  const names: string[] = [];
+  // Three back to back: the second and third come within the 250 ms in which
+  // the auxiliary files are written at most once, so they are left behind.
+  for (const name of ["first", "second", "third"]) {
+    const spec: PackageSpec = { name: `aux-${name}`, version: "1.0" };
+    const response = await fetch(new URL("/", server.url), {
+      method: "POST",
+      body: uploadForm(TOKEN, packageFilename(spec), await buildPackage(spec)),
+      client: setup.client,
+    });
+    assert.equal(response.status, 201, await response.text());
+    names.push(spec.name);
+  }
+  server.kill("SIGTERM");
+  const status = await server.status;
+  assert.equal(status.code, 0, server.stderr.join("\n"));
+  const html = await Deno.readTextFile(join(setup.channel, "linux-64", "index.html"));
+  const channeldata = JSON.parse(await Deno.readTextFile(join(setup.channel, "channeldata.json")));
+  for (const name of names) {
+    assert.ok(html.includes(`${name}-1.0-0.conda`), `${name} in index.html`);
+    assert.ok(channeldata.packages[name], `${name} in channeldata.json`);
+  }
+  assert.doesNotMatch(server.stderr.join("\n"), /\bERROR\b|"level":"error"/);
+});

@@ -92,7 +92,8 @@ export class IndexWriteCycle {
   #channeldataText: string | undefined;
   #channeldataRebuild = true;
   #pending: _Request[] = [];
-  #draining = false;
+  /** The run of write cycles under way, until the queue is empty and the lock released. */
+  #draining: Promise<void> | undefined;
   #writeCount = 0;
   /** Package names whose `channeldata.json` entries are not written yet. */
   #channeldataTouched = new Set<string>();
@@ -102,8 +103,9 @@ export class IndexWriteCycle {
   #auxiliaryWriteCount = 0;
   /** The timer that starts a cycle to write the auxiliary files. */
   #auxiliaryTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Set by {@linkcode close}: no cycle runs any more. */
+  /** Set by {@linkcode close}: requests are refused, no timer is armed. */
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(storage: ChannelStore, options: IndexWriteCycleOptions) {
     this.#storage = storage;
@@ -142,19 +144,28 @@ export class IndexWriteCycle {
    * lag behind the index; resolves once they are written (or nothing was due).
    */
   async flush(): Promise<void> {
+    this.#refuseWhenClosed();
     await this.#request(undefined, undefined, true);
   }
 
   /**
-   * Flushes, then stops: the auxiliary timer is cancelled, and requests
-   * made later are refused.
+   * Stops: requests made from now on are refused; what is queued is
+   * written, then the auxiliary files; no timer is left armed.
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    await this.flush();
-    this.#closed = true;
-    clearTimeout(this.#auxiliaryTimer);
-    this.#auxiliaryTimer = undefined;
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      try {
+        // Queued last: it settles once everything queued before it is written;
+        // then the cycle releases the channel's lock.
+        await this.#request(undefined, undefined, true);
+        await this.#draining;
+      } finally {
+        clearTimeout(this.#auxiliaryTimer);
+        this.#auxiliaryTimer = undefined;
+      }
+    })();
+    return this.#closing;
   }
 
   /**
@@ -172,20 +183,27 @@ export class IndexWriteCycle {
    * the disk); resolves with the op's result once its cycle wrote the files.
    */
   enqueue(subdir: string | undefined, op: IndexOp | undefined): Promise<boolean> {
+    try {
+      this.#refuseWhenClosed();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#request(subdir, op, false);
   }
 
+  #refuseWhenClosed(): void {
+    if (this.#closed) throw new Error("Cannot update index: it is closed");
+  }
+
   #request(subdir: string | undefined, op: IndexOp | undefined, flush: boolean): Promise<boolean> {
-    if (this.#closed) return Promise.reject(new Error("Cannot update index: it is closed"));
     return new Promise((resolve, reject) => {
       this.#pending.push({ subdir, op, flush, resolve, reject });
-      if (!this.#draining) void this.#drain();
+      this.#draining ??= this.#drain();
     });
   }
 
   /** Runs write cycles until nothing is pending; each takes all that is pending. */
   async #drain(): Promise<void> {
-    this.#draining = true;
     try {
       while (this.#pending.length > 0) {
         const cycle: { taken: _Request[] | undefined } = { taken: undefined };
@@ -203,7 +221,7 @@ export class IndexWriteCycle {
         }
       }
     } finally {
-      this.#draining = false;
+      this.#draining = undefined;
     }
   }
 

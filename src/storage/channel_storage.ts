@@ -255,7 +255,17 @@ export class ChannelStorage implements ChannelStore {
       Deno.removeSync(spoolPath);
     }
     this.#checked.delete(`${subdir}/${filename}`);
-    if (!options.deferDirectorySync) await this.#syncDirectory(directory);
+    if (!options.deferDirectorySync) {
+      try {
+        await this.#syncDirectory(directory);
+      } catch (error) {
+        // The new name is not durable: take it back, so that the channel is as
+        // it was (a replacement cannot be; its caller keeps the replacing note).
+        if (!options.replace) Deno.removeSync(target);
+        this.#checked.delete(`${subdir}/${filename}`);
+        throw error;
+      }
+    }
     return { replaced };
   }
 
@@ -853,8 +863,12 @@ function readExactlySync(
   return bytes;
 }
 
-/** Whether `error` says the file system cannot sync a directory (not an I/O failure). */
+/**
+ * Whether `error` says the file system cannot sync a directory (not an I/O
+ * failure). Windows cannot open a directory for it at all.
+ */
 function _cannotSyncDirectories(error: unknown): boolean {
+  if (Deno.build.os === "windows") return true;
   const code = (error as { code?: unknown } | null)?.code;
   return error instanceof Deno.errors.NotSupported || code === "EINVAL" || code === "ENOTSUP" ||
     code === "EOPNOTSUPP";

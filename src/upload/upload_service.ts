@@ -311,7 +311,10 @@ export class UploadService {
         : error instanceof Error
         ? error
         : new Error(String(error));
-      return { failure, indexAgrees: true };
+      // A replacement that failed may have changed the bytes under the old
+      // record: the note stays, and the next start re-reads the file.
+      const unchanged = !replace || error instanceof PackageExistsError;
+      return { failure, indexAgrees: unchanged };
     }
     const indexStarted = performance.now();
     try {
