@@ -628,14 +628,23 @@ function heldStorage(storage: ChannelStorage) {
   };
 }
 
-Deno.test("flush() resolves once index.html and channeldata.json hold adds queued behind a running write", async () => {
-  await using channel = await tempChannel("builtin-index-");
+/**
+ * An index of `channel` holding `first`, whose write of `during` has started
+ * and waits in its first step until `release()`.
+ */
+async function indexWithWriteHeld(channel: TempChannel, first: string, during: string) {
   const held = heldStorage(channel.storage);
   const index = await BuiltinIndex.open(held.storage);
-  await index.add(syntheticSource({ name: "first", version: "1.0" }));
+  await index.add(syntheticSource({ name: first, version: "1.0" }));
   const { running, release } = held.hold();
-  const inCycle = index.add(syntheticSource({ name: "running", version: "1.0" }));
+  const inCycle = index.add(syntheticSource({ name: during, version: "1.0" }));
   await running;
+  return { index, inCycle, release };
+}
+
+Deno.test("flush() resolves once index.html and channeldata.json hold adds queued behind a running write", async () => {
+  await using channel = await tempChannel("builtin-index-");
+  const { index, inCycle, release } = await indexWithWriteHeld(channel, "first", "running");
   // Queued while that write runs: they make the next cycle.
   const queued = index.add(syntheticSource({ name: "queued", version: "1.0" }));
   const flushed = index.flush();
@@ -653,12 +662,7 @@ Deno.test("flush() resolves once index.html and channeldata.json hold adds queue
 
 Deno.test("close() writes what was queued before it, index.html and channeldata.json included, and refuses what comes after", async () => {
   await using channel = await tempChannel("builtin-index-");
-  const held = heldStorage(channel.storage);
-  const index = await BuiltinIndex.open(held.storage);
-  await index.add(syntheticSource({ name: "one", version: "1.0" }));
-  const { running, release } = held.hold();
-  const inCycle = index.add(syntheticSource({ name: "two", version: "1.0" }));
-  await running;
+  const { index, inCycle, release } = await indexWithWriteHeld(channel, "one", "two");
   const queued = index.add(syntheticSource({ name: "three", version: "1.0" }));
   const closed = index.close();
   const late = index.add(syntheticSource({ name: "late", version: "1.0" }));
