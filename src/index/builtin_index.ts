@@ -107,7 +107,7 @@ export class BuiltinIndex implements ChannelIndexer {
     }
     if (!cycle.hasChanneldata) ensured.push(cycle.enqueue(undefined, undefined));
     await Promise.all(ensured);
-    await index.#catchUpAuxiliary();
+    await index.#catchUpListings();
     await cycle.flush();
     return index;
   }
@@ -126,25 +126,19 @@ export class BuiltinIndex implements ChannelIndexer {
   }
 
   /**
-   * Marks `index.html` and `channeldata.json` to be written again where they
-   * are older than a `repodata.json` they describe (a process stopped in the
-   * moments they lag behind).
+   * Marks each `index.html` older than its `repodata.json` (a process stopped
+   * in the moments it lags behind) to be written again (`channeldata.json`
+   * is rebuilt whole by a start's first auxiliary write anyway).
    */
-  async #catchUpAuxiliary(): Promise<void> {
+  async #catchUpListings(): Promise<void> {
     const behind: string[] = [];
-    let newest = -Infinity;
     for (const [subdir, state] of this.#cycle.subdirs) {
       const json = state.diskStat;
       if (json === undefined) continue;
-      newest = Math.max(newest, json.mtimeMs);
       const html = await this.#storage.stat(`${subdir}/index.html`);
       if (html !== undefined && html.mtimeMs < json.mtimeMs) behind.push(subdir);
     }
-    const channeldata = await this.#storage.stat("channeldata.json");
-    this.#cycle.markAuxiliaryBehind(
-      behind,
-      channeldata !== undefined && channeldata.mtimeMs < newest,
-    );
+    this.#cycle.markListingsBehind(behind);
   }
 
   /** How many times a subdir's index files have been written (for metrics and tests). */

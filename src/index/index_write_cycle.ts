@@ -133,7 +133,11 @@ export class IndexWriteCycle {
     return this.#auxiliaryWriteCount;
   }
 
-  /** Loads what is on disk (without the lock: at start-up, before any write). */
+  /**
+   * Loads what is on disk (without the lock: at start-up, before any write).
+   * The first auxiliary write rebuilds `channeldata.json` whole, so one left
+   * behind by a process stopped in the moments it lags is caught up.
+   */
   async load(): Promise<void> {
     await this.#syncFromDisk();
     await this.#syncChanneldata();
@@ -169,13 +173,11 @@ export class IndexWriteCycle {
   }
 
   /**
-   * Notes that `index.html` of `subdirs` (and `channeldata.json`, with
-   * `channeldata`) are older than what they describe (a process stopped
-   * before it wrote them): the next write of the auxiliary files redoes them.
+   * Notes that the `index.html` of `subdirs` is older than what it lists (a
+   * process stopped before it wrote it): the next auxiliary write redoes it.
    */
-  markAuxiliaryBehind(subdirs: readonly string[], channeldata: boolean): void {
+  markListingsBehind(subdirs: readonly string[]): void {
     for (const subdir of subdirs) this.#htmlDue.add(subdir);
-    if (channeldata) this.#channeldataRebuild = true;
   }
 
   /**

@@ -238,7 +238,8 @@ export class SubdirFiles {
     const [json, ...derived] = await Promise.all(
       ["repodata.json", ...DERIVED_FILES].map((name) => this.#storage.stat(`${subdir}/${name}`)),
     );
-    // index.html is written beside repodata.json, the others after it.
+    // A missing index.html is written with the subdir; one that is merely
+    // older is the write cycle's to catch up (it follows the index behind).
     const behind = (entry: ChannelEntry | undefined, i: number) =>
       !entry || (DERIVED_FILES[i] !== "index.html" && json !== undefined &&
         entry.mtimeMs < json.mtimeMs);
