@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { zstdDecompressSync } from "node:zlib";
+import { AUXILIARY_INTERVAL_MS } from "../../src/index/index_write_cycle.ts";
 import { inspectPackage } from "../../src/package/inspect_package.ts";
 import { isKnownSubdir, isSubdirName } from "../../src/package/platforms.ts";
 import { LOCK_FILE_NAME, SPOOL_DIR_NAME } from "../../src/storage/channel_storage.ts";
@@ -24,7 +25,8 @@ export interface ChannelInvariantOptions {
    * `repodata.json.zst` decompresses to exactly `repodata.json` (the index
    * writes the `.zst` second, so a crash may leave it behind until start-up
    * repairs it), `channeldata.json` and `index.html` exist, the spool
-   * directory is empty and no `.*.tmp` file is left.
+   * directory is empty and no `.*.tmp` file is left (one seen is looked at
+   * again a moment later: a write still in progress has them).
    * @default {true}
    */
   settled?: boolean;
@@ -77,6 +79,9 @@ export async function checkChannelInvariants(
   const cache = options.cache ?? new Map<string, PackageFacts>();
   const violations: string[] = [];
   const report = (path: string, problem: string) => violations.push(`${path}: ${problem}`);
+  // Temporary files seen, judged at the end: a write in progress has them too.
+  const temporaries: string[] = [];
+  const temporary = (path: string) => temporaries.push(path);
 
   const top = await _list(channelRoot);
   for (const entry of top) {
@@ -86,7 +91,7 @@ export async function checkChannelInvariants(
       const indexed = isSubdirName(entry.name) &&
         await _readOptional(join(channelRoot, entry.name, "repodata.json")) !== undefined;
       if (isKnownSubdir(entry.name) || indexed) {
-        await _checkSubdir(channelRoot, entry.name, { settled, cache, report });
+        await _checkSubdir(channelRoot, entry.name, { settled, cache, report, temporary });
       } else {
         for (const inner of await _list(join(channelRoot, entry.name))) {
           if (packageSection(inner.name)) {
@@ -97,7 +102,7 @@ export async function checkChannelInvariants(
     } else if (packageSection(entry.name)) {
       report(entry.name, "package file at the channel root");
     } else if (settled && TEMPORARY.test(entry.name)) {
-      report(entry.name, "temporary file left after start-up");
+      temporary(entry.name);
     }
   }
 
@@ -116,6 +121,16 @@ export async function checkChannelInvariants(
   if (settled) {
     for (const entry of await _list(join(channelRoot, SPOOL_DIR_NAME))) {
       report(`${SPOOL_DIR_NAME}/${entry.name}`, "spool file left after start-up");
+    }
+  }
+  if (temporaries.length > 0) {
+    // A write in progress (index.html and channeldata.json follow uploads by
+    // up to AUXILIARY_INTERVAL_MS; a replaced version goes just after its
+    // write) is done a moment later; a name still there was left behind.
+    await new Promise((resolve) => setTimeout(resolve, AUXILIARY_INTERVAL_MS + 250));
+    for (const path of temporaries) {
+      const left = await Deno.lstat(join(channelRoot, path)).then(() => true, () => false);
+      if (left) report(path, "temporary file left after start-up");
     }
   }
   return violations;
@@ -152,12 +167,14 @@ interface _SubdirCheck {
   settled: boolean;
   cache: Map<string, PackageFacts>;
   report: (path: string, problem: string) => void;
+  /** Notes a temporary file, reported if it is still there at the end. */
+  temporary: (path: string) => void;
 }
 
 async function _checkSubdir(
   channelRoot: string,
   subdir: string,
-  { settled, cache, report }: _SubdirCheck,
+  { settled, cache, report, temporary }: _SubdirCheck,
 ): Promise<void> {
   const directory = join(channelRoot, subdir);
   const entries = await _list(directory);
@@ -169,7 +186,7 @@ async function _checkSubdir(
       if (entry.isFile) packages.set(entry.name, section);
       else report(path, "a package name that is not a regular file");
     } else if (settled && TEMPORARY.test(entry.name)) {
-      report(path, "temporary file left after start-up");
+      temporary(path);
     } else if (entry.name === LOCK_FILE_NAME) {
       report(path, "lock file inside a subdir");
     }
